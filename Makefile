@@ -1,0 +1,55 @@
+# swarmd developer entrypoints. Two commands matter: `make run` and `make test`;
+# each does all the set-up it needs, idempotently.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup venv dapr run demo up test test-fast lint fmt bench clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+setup: venv dapr ## install Python deps and build/reuse the Dapr runtime
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,gateway]'
+	@touch $@
+
+dapr: ## build (or reuse) daprd, placement, scheduler and the dapr CLI
+	$(PYTHON) scripts/setup_dapr.py
+
+run: setup ## start the local stack, run a demo swarm, keep serving until Ctrl-C
+	$(BIN)/swarmd run
+
+demo: setup ## like run, but exit after printing the result
+	$(BIN)/swarmd demo
+
+up: setup ## start the local stack without a demo run
+	$(BIN)/swarmd up
+
+lint: venv ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: setup lint ## the whole test suite, integration tests included
+	$(BIN)/pytest
+
+test-fast: venv ## unit tests only (no stack)
+	$(BIN)/pytest -m "not integration"
+
+bench: setup ## benchmarks (see bench/README.md)
+	$(BIN)/python -m bench.scatter_gather
+
+fmt: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean: ## remove local run data (logs, state, scheduler data)
+	rm -rf .data

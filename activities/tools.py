@@ -1,0 +1,189 @@
+"""The ``swarmd.call_tool`` activity and the small registry of real tools agents may use.
+
+Tools:
+
+* ``calculator``: safe arithmetic (an AST walk over numbers and + - * / // % **).
+* ``http_get``: GET of a URL whose host is on the operator's allow-list.
+* ``memory_write`` / ``memory_read``: the agent's memory in the Dapr state
+  store, keyed by user (or run) and agent, with a TTL.
+
+An agent can only call the tools its spec allows (checked here again, not only
+when the model is offered the tools). Bad arguments are the model's mistake:
+they return an error result to the model instead of failing the step.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import operator
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+from dapr.ext.workflow import WorkflowActivityContext
+from pydantic import BaseModel, ConfigDict
+
+from swarmd.errors import NonRetryableActivityError, RetryableActivityError
+
+TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
+    "calculator": {
+        "name": "calculator",
+        "description": "Evaluate an arithmetic expression, e.g. '(2+3)*4'.",
+        "parameters": {
+            "type": "object",
+            "properties": {"expression": {"type": "string"}},
+            "required": ["expression"],
+        },
+    },
+    "http_get": {
+        "name": "http_get",
+        "description": "GET a URL on an allow-listed host; returns status and the first 4 KB.",
+        "parameters": {
+            "type": "object",
+            "properties": {"url": {"type": "string"}},
+            "required": ["url"],
+        },
+    },
+    "memory_write": {
+        "name": "memory_write",
+        "description": "Remember a value under a key for later turns or runs.",
+        "parameters": {
+            "type": "object",
+            "properties": {"key": {"type": "string"}, "value": {"type": "string"}},
+            "required": ["key", "value"],
+        },
+    },
+    "memory_read": {
+        "name": "memory_read",
+        "description": "Read a value remembered earlier.",
+        "parameters": {
+            "type": "object",
+            "properties": {"key": {"type": "string"}},
+            "required": ["key"],
+        },
+    },
+}
+
+
+class ToolRequest(BaseModel):
+    """Input of the ``swarmd.call_tool`` activity."""
+
+    model_config = ConfigDict(extra="forbid")
+    run_id: str
+    agent: str
+    name: str
+    arguments: str
+    allowed: list[str]
+    user: str | None = None
+
+
+class ToolArgumentError(ValueError):
+    """The model passed arguments the tool cannot use."""
+
+
+_BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNOPS: dict[type[ast.unaryop], Callable[[Any], Any]] = {
+    ast.UAdd: operator.pos,
+    ast.USub: operator.neg,
+}
+
+
+def safe_eval(expression: str) -> float | int:
+    """Evaluate arithmetic only; anything else (names, calls, attributes) is refused."""
+    if len(expression) > 200:
+        raise ToolArgumentError("expression longer than 200 characters")
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError as exc:
+        raise ToolArgumentError(f"not an arithmetic expression: {exc.msg}") from exc
+
+    def ev(node: ast.AST) -> Any:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            left, right = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Pow) and abs(right) > 100:
+                raise ToolArgumentError("exponent too large")
+            return _BINOPS[type(node.op)](left, right)
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNOPS:
+            return _UNOPS[type(node.op)](ev(node.operand))
+        raise ToolArgumentError(f"unsupported element: {type(node).__name__}")
+
+    try:
+        return ev(tree)  # type: ignore[no-any-return]
+    except ZeroDivisionError as exc:
+        raise ToolArgumentError("division by zero") from exc
+
+
+StateGet = Callable[[str], Awaitable[str | None]]
+StatePut = Callable[[str, str, int], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ToolDeps:
+    """What the tools need, built in the entrypoint."""
+
+    http: httpx.AsyncClient
+    allowed_hosts: frozenset[str]
+    state_get: StateGet
+    state_put: StatePut
+    memory_ttl_s: int = 7 * 24 * 3600
+
+
+def memory_key(req: ToolRequest, key: str) -> str:
+    owner = f"user:{req.user}" if req.user else f"run:{req.run_id}"
+    return f"memory||{owner}||{req.agent}||{key}"
+
+
+async def run_tool(deps: ToolDeps, req: ToolRequest, args: dict[str, Any]) -> dict[str, Any]:
+    if req.name == "calculator":
+        return {"result": safe_eval(str(args.get("expression", "")))}
+    if req.name == "http_get":
+        url = str(args.get("url", ""))
+        host = urlparse(url).hostname or ""
+        if urlparse(url).scheme not in ("http", "https") or host not in deps.allowed_hosts:
+            raise ToolArgumentError(f"host {host!r} is not on the allow-list")
+        try:
+            resp = await deps.http.get(url, follow_redirects=False, timeout=10)
+        except httpx.TransportError as exc:
+            raise RetryableActivityError(f"http_get failed: {exc}") from exc
+        return {"status": resp.status_code, "body": resp.text[:4096]}
+    if req.name == "memory_write":
+        await deps.state_put(
+            memory_key(req, str(args["key"])), str(args["value"]), deps.memory_ttl_s
+        )
+        return {"ok": True}
+    if req.name == "memory_read":
+        return {"value": await deps.state_get(memory_key(req, str(args["key"])))}
+    raise NonRetryableActivityError(f"unknown tool {req.name!r}", field="name")
+
+
+def make_call_tool(
+    deps: ToolDeps,
+) -> Callable[[WorkflowActivityContext, ToolRequest], Awaitable[dict[str, Any]]]:
+    async def call_tool(ctx: WorkflowActivityContext, req: ToolRequest) -> dict[str, Any]:
+        req = ToolRequest.model_validate(req)
+        if req.name not in req.allowed:
+            return {"error": f"tool {req.name!r} is not allowed for this agent"}
+        try:
+            args = json.loads(req.arguments or "{}")
+            if not isinstance(args, dict):
+                raise ToolArgumentError("arguments must be a JSON object")
+            return await run_tool(deps, req, args)
+        except (ToolArgumentError, json.JSONDecodeError, KeyError) as exc:
+            return {"error": f"{type(exc).__name__}: {exc}"}
+
+    return call_tool

@@ -1,0 +1,144 @@
+"""The FastAPI application: lifespan wiring, health, one error handler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from swarmd import __version__
+from swarmd.api import runs
+from swarmd.config import Settings
+from swarmd.errors import PayloadTooLarge, SwarmdError
+
+log = logging.getLogger("swarmd.api")
+
+
+def _error_response(exc: SwarmdError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code, headers=headers)
+
+
+class BodyLimit:
+    """Refuse bodies above ``limit`` bytes with 413, before the route reads them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        too_large = PayloadTooLarge(
+            f"request body exceeds {self.limit} bytes (SWARMD_MAX_BODY_BYTES)", limit=self.limit
+        )
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _error_response(too_large)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise too_large
+            return msg
+
+        try:
+            await self.app(scope, limited, send)
+        except PayloadTooLarge as exc:
+            await _error_response(exc)(scope, receive, send)
+
+
+Lifespan = Callable[[FastAPI], Any]
+
+
+def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
+    """The app. ``start_engine=False`` serves the API without a sidecar (docs, schema)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.engine_ready = False
+        engine: Any = None
+        if start_engine:
+            from swarmd.engine.wiring import Engine
+
+            engine = Engine(settings)
+            app.state.engine = engine
+            task = asyncio.create_task(engine.start(app))
+        try:
+            yield
+        finally:
+            if engine is not None:
+                task.cancel()
+                await engine.stop()
+
+    app = FastAPI(
+        title="swarmd",
+        version=__version__,
+        description="Start and steer durable AI agent swarms running on Dapr workflows.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    @app.exception_handler(SwarmdError)
+    async def swarmd_error(_: Request, exc: SwarmdError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"field": None, "message": "invalid request"}
+        body = {
+            "code": "validation_failed",
+            "message": f"{first['field']}: {first['message']}",
+            "field": first["field"],
+            "errors": errors,
+        }
+        return JSONResponse({"error": body}, status_code=422)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process serves HTTP."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: the workflow worker is connected to its Dapr sidecar."""
+        ready = bool(getattr(request.app.state, "engine_ready", False))
+        sidecar = False
+        try:
+            async with httpx.AsyncClient(timeout=2) as c:
+                r = await c.get(f"http://127.0.0.1:{settings.dapr_http_port}/v1.0/healthz")
+                sidecar = r.status_code < 300
+        except httpx.HTTPError:
+            sidecar = False
+        ok = ready and sidecar
+        return JSONResponse(
+            {"status": "ready" if ok else "not_ready", "engine": ready, "sidecar": sidecar},
+            status_code=200 if ok else 503,
+        )
+
+    app.include_router(runs.router)
+    return app
+
+
+Handler = Callable[[Request], Awaitable[Any]]

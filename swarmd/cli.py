@@ -1,0 +1,76 @@
+"""``swarmd`` command line: serve the app, run the local stack, run a demo swarm.
+
+Exit codes: 0 ok, 1 the demo run did not complete, 2 bad usage or
+configuration, 3 a required binary or port is unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pydantic import ValidationError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from swarmd.api.app import create_app
+    from swarmd.config import Settings
+    from swarmd.logs import setup_logging
+
+    settings = Settings()
+    setup_logging(settings.log_format, settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from swarmd.devstack.launcher import main
+
+    return main(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="swarmd", description="durable AI agent swarms on Dapr")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("serve", help="serve the HTTP API and the workflow worker (beside daprd)")
+    sub.add_parser("modelserver", help="run the local deterministic model server (--help)")
+    for name, help_ in (
+        ("run", "start the local stack, run a demo swarm, keep serving until Ctrl-C"),
+        ("demo", "start the local stack, run a demo swarm, print the result and exit"),
+        ("up", "start the local stack and keep serving until Ctrl-C (no demo)"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--agents", type=int, default=5, help="agents in the demo swarm")
+        p.add_argument(
+            "--task", default="Write a short briefing on durable execution for AI agents."
+        )
+        p.add_argument("--data-dir", default=None, help="where logs and state go (default .data)")
+    raw = sys.argv[1:] if argv is None else argv
+    if raw[:1] == ["modelserver"]:  # its own argparse owns the rest of the line
+        from swarmd.devstack import modelserver
+
+        modelserver.main(raw[1:])
+        return 0
+    args = parser.parse_args(raw)
+    try:
+        if args.cmd == "serve":
+            return _serve(args)
+        return _stack(args)
+    except ValidationError as exc:
+        for e in exc.errors():
+            field = "SWARMD_" + "_".join(str(p) for p in e["loc"]).upper()
+            print(f"swarmd: invalid setting {field}: {e['msg']}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The one validated settings object, read from ``SWARMD_*`` environment variables.
+
+Built once in an entrypoint (``swarmd serve``, the watchdog, tests) and passed
+down explicitly or injected through FastAPI dependencies; nothing reads the
+environment behind its back.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWARMD_", extra="ignore", frozen=True)
+
+    # -- HTTP API
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token for /v1/*. Unset means the API refuses every call."
+    )
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted request body")
+
+    # -- LLM gateway (LiteLLM proxy, OpenAI-compatible)
+    llm_base_url: str = "http://127.0.0.1:4000/v1"
+    llm_api_key: SecretStr = SecretStr("sk-swarmd-local-dev")
+    llm_timeout_s: float = Field(
+        120.0, gt=0, description="Per-call timeout; the proxy's own timeout sits below this"
+    )
+    default_model: str = "swarmd-fast"
+
+    # -- Dapr
+    state_store: str = "statestore"
+    lock_store: str = "lockstore"
+    dapr_http_port: int = Field(3500, validation_alias="DAPR_HTTP_PORT")
+    dapr_grpc_port: int = Field(50001, validation_alias="DAPR_GRPC_PORT")
+
+    # -- Engine
+    max_concurrent_activities: int = Field(
+        200, ge=1, description="Activity work items this process runs at once"
+    )
+    max_agents: int = Field(1000, ge=1, le=10_000)
+    llm_retry_attempts: int = Field(6, ge=1, le=50)
+    llm_retry_first_interval_s: float = Field(1.0, gt=0)
+    llm_retry_max_interval_s: float = Field(30.0, gt=0)
+
+    # -- Local stack
+    data_dir: Path = Path(".data")
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+
+    @field_validator("llm_base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings for the current process (read once, in an entrypoint)."""
+    return Settings()

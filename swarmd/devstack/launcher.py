@@ -1,0 +1,551 @@
+"""The local stack: placement, scheduler, model server, LiteLLM proxy, app + daprd.
+
+``swarmd run`` / ``make run`` starts everything, waits on health endpoints (no
+sleeps), runs a demo swarm, prints the result, and keeps serving until Ctrl-C.
+``swarmd demo`` exits after the result. Tests use :class:`Stack` directly.
+
+The app and its daprd start through the Dapr CLI's multi-app run
+(``dapr run -f``, mode ``cli``), as a user would, or as two plain processes
+(mode ``direct``) so crash tests can SIGKILL and restart exactly one of them.
+
+Everything a run writes goes under the data dir (default ``.data``):
+``logs/*.log``, the scheduler's etcd data, the SQLite state store, the model
+server's request log, the generated API token and gateway key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_ID = "swarmd"
+
+
+class StackError(Exception):
+    """The stack cannot start; the message says what to do."""
+
+    def __init__(self, message: str, code: int = 3) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Ports:
+    placement: int = 50005
+    placement_health: int = 58080
+    placement_metrics: int = 59090
+    placement_raft: int = 58201
+    scheduler: int = 50006
+    scheduler_health: int = 58081
+    scheduler_metrics: int = 59091
+    scheduler_etcd_client: int = 52379
+    scheduler_etcd_peer: int = 52380
+    modelserver: int = 8700
+    litellm: int = 4000
+    app: int = 8000
+    dapr_http: int = 3500
+    dapr_grpc: int = 50001
+    dapr_internal_grpc: int = 50002
+    dapr_metrics: int = 59092
+
+    @classmethod
+    def with_offset(cls, offset: int) -> Ports:
+        base = cls()
+        return cls(**{k: v + offset for k, v in base.__dict__.items()})
+
+
+def dapr_bin_dir() -> Path:
+    return Path(os.environ.get("DAPR_RUNTIME_PATH") or Path.home()) / ".dapr" / "bin"
+
+
+def find_binary(name: str) -> Path:
+    p = dapr_bin_dir() / name
+    if p.is_file() and os.access(p, os.X_OK):
+        return p
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    raise StackError(
+        f"{name} not found in {dapr_bin_dir()} or on PATH. Run `make setup` (it builds the "
+        "Dapr runtime from its Go modules), or `dapr init --slim` for official binaries."
+    )
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass
+class Stack:
+    data_dir: Path = field(default_factory=lambda: ROOT / ".data")
+    ports: Ports = field(default_factory=Ports)
+    app_mode: Literal["cli", "direct"] = "cli"
+    model_latency_ms: int = 0
+    app_env: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        self.logs = self.data_dir / "logs"
+        self.app_dir = self.data_dir / "app"
+        self.api_token = self._secret("api-token")
+        self.gateway_key = "sk-" + self._secret("litellm-master-key")
+
+    # -- helpers ---------------------------------------------------------
+    def _secret(self, name: str) -> str:
+        """A random local secret, generated once per data dir (mode 0600)."""
+        p = self.data_dir / "secrets" / name
+        if p.exists():
+            return p.read_text().strip()
+        p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        value = secrets.token_urlsafe(24)
+        p.write_text(value)
+        p.chmod(0o600)
+        return value
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.app}"
+
+    @property
+    def model_server_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.modelserver}"
+
+    @property
+    def model_log(self) -> Path:
+        return self.data_dir / "modelserver" / "requests.jsonl"
+
+    def _spawn(
+        self, name: str, cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> Proc:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = self.logs / f"{name}.log"
+        fh = log.open("ab")
+        full_env = {**os.environ, "DAPR_HOST_IP": "127.0.0.1", **(env or {})}
+        popen = subprocess.Popen(
+            cmd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd or ROOT,
+            start_new_session=True,
+        )
+        fh.close()
+        proc = Proc(name, popen, log)
+        self.procs[name] = proc
+        return proc
+
+    def _wait_http(
+        self, proc: Proc, url: str, timeout_s: float = 120.0, headers: dict[str, str] | None = None
+    ) -> None:
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(timeout=2) as c:
+            while True:
+                if proc.popen.poll() is not None:
+                    raise StackError(
+                        f"{proc.name} exited with {proc.popen.returncode} before it was ready; "
+                        f"last lines of {proc.log}:\n{tail(proc.log)}"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if c.get(url, headers=headers).status_code < 300:
+                        return
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"{proc.name} not ready at {url} after {timeout_s:.0f}s; "
+                        f"see {proc.log}:\n{tail(proc.log)}"
+                    )
+                time.sleep(0.1)  # polling interval of a health probe, not a readiness sleep
+
+    # -- start -----------------------------------------------------------
+    def check_ports(self) -> None:
+        taken = [f"{k}={v}" for k, v in self.ports.__dict__.items() if not port_free(v)]
+        if taken:
+            raise StackError(
+                "ports already in use: " + ", ".join(taken) + ". Stop whatever holds them "
+                "(another `make run`?), or set SWARMD_PORT_OFFSET=100 to shift every port."
+            )
+
+    def start(self) -> None:
+        for b in ("placement", "scheduler", "daprd") + (
+            ("dapr",) if self.app_mode == "cli" else ()
+        ):
+            find_binary(b)
+        self.check_ports()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.app_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.start_control_plane()
+            self.start_model_server()
+            self.start_gateway()
+            self.start_app()
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_control_plane(self) -> None:
+        p = self.ports
+        pl = self._spawn(
+            "placement",
+            [
+                str(find_binary("placement")),
+                "--port",
+                str(p.placement),
+                "--healthz-port",
+                str(p.placement_health),
+                "--metrics-port",
+                str(p.placement_metrics),
+                "--initial-cluster",
+                f"dapr-placement-0=127.0.0.1:{p.placement_raft}",
+                "--listen-address",
+                "127.0.0.1",
+            ],
+        )
+        sc = self._spawn(
+            "scheduler",
+            [
+                str(find_binary("scheduler")),
+                "--port",
+                str(p.scheduler),
+                "--healthz-port",
+                str(p.scheduler_health),
+                "--metrics-port",
+                str(p.scheduler_metrics),
+                "--listen-address",
+                "127.0.0.1",
+                "--etcd-data-dir",
+                str(self.data_dir / "scheduler"),
+                "--etcd-client-port",
+                str(p.scheduler_etcd_client),
+                "--etcd-initial-cluster",
+                f"dapr-scheduler-server-0=http://127.0.0.1:{p.scheduler_etcd_peer}",
+            ],
+        )
+        self._wait_http(pl, f"http://127.0.0.1:{p.placement_health}/healthz")
+        self._wait_http(sc, f"http://127.0.0.1:{p.scheduler_health}/healthz")
+
+    def start_model_server(self) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "swarmd",
+            "modelserver",
+            "--port",
+            str(self.ports.modelserver),
+            "--log",
+            str(self.model_log),
+        ]
+        if self.model_latency_ms:
+            cmd += ["--latency-ms", str(self.model_latency_ms)]
+        ms = self._spawn("modelserver", cmd)
+        self._wait_http(ms, f"{self.model_server_url}/health")
+
+    def upstream_env(self) -> dict[str, str]:
+        """Where the gateway sends calls: a real provider if its key is set, else ours."""
+        if os.environ.get("OPENAI_API_KEY"):
+            return {
+                "SWARMD_UPSTREAM_BASE_URL": os.environ.get(
+                    "OPENAI_BASE_URL", "https://api.openai.com/v1"
+                ),
+                "SWARMD_UPSTREAM_API_KEY": os.environ["OPENAI_API_KEY"],
+                "SWARMD_UPSTREAM_MODEL_A": "openai/gpt-4o-mini",
+                "SWARMD_UPSTREAM_MODEL_B": "openai/gpt-4.1-mini",
+                "SWARMD_UPSTREAM_MODEL_BACKUP": "openai/gpt-4o-mini",
+            }
+        return {
+            "SWARMD_UPSTREAM_BASE_URL": f"{self.model_server_url}/v1",
+            "SWARMD_UPSTREAM_API_KEY": "sk-local-model-server",
+            "SWARMD_UPSTREAM_MODEL_A": "openai/mock-a",
+            "SWARMD_UPSTREAM_MODEL_B": "openai/mock-b",
+            "SWARMD_UPSTREAM_MODEL_BACKUP": "openai/mock-backup",
+        }
+
+    def start_gateway(self) -> None:
+        litellm = Path(sys.executable).parent / "litellm"
+        if not litellm.exists():
+            raise StackError("litellm not installed in this environment: run `make setup`")
+        gw = self._spawn(
+            "litellm",
+            [
+                str(litellm),
+                "--config",
+                str(ROOT / "gateway" / "litellm.yaml"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.ports.litellm),
+                "--num_workers",
+                "1",
+            ],
+            env={
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                "LITELLM_MASTER_KEY": self.gateway_key,
+                "LITELLM_LOG": "ERROR",
+                "DISABLE_SCHEMA_UPDATE": "True",
+                **self.upstream_env(),
+            },
+        )
+        self._wait_http(gw, f"http://127.0.0.1:{self.ports.litellm}/health/readiness")
+
+    def app_environment(self) -> dict[str, str]:
+        p = self.ports
+        return {
+            "SWARMD_PORT": str(p.app),
+            "SWARMD_API_TOKEN": self.api_token,
+            "SWARMD_LLM_BASE_URL": f"http://127.0.0.1:{p.litellm}/v1",
+            "SWARMD_LLM_API_KEY": self.gateway_key,
+            "SWARMD_DATA_DIR": str(self.data_dir),
+            "DAPR_HTTP_PORT": str(p.dapr_http),
+            "DAPR_GRPC_PORT": str(p.dapr_grpc),
+            "PYTHONUNBUFFERED": "1",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            **self.app_env,
+        }
+
+    def render_run_file(self) -> Path:
+        spec: dict[str, Any] = yaml.safe_load((ROOT / "dapr.yaml").read_text())
+        p = self.ports
+        common = spec["common"]
+        common["resourcesPath"] = str(ROOT / "components")
+        common["configFilePath"] = str(ROOT / "config" / "daprconfig.yaml")
+        app = spec["apps"][0]
+        app.update(
+            {
+                "appDirPath": str(self.app_dir),
+                "appPort": p.app,
+                "daprHTTPPort": p.dapr_http,
+                "daprGRPCPort": p.dapr_grpc,
+                "daprInternalGRPCPort": p.dapr_internal_grpc,
+                "metricsPort": p.dapr_metrics,
+                "placementHostAddress": f"127.0.0.1:{p.placement}",
+                "schedulerHostAddress": f"127.0.0.1:{p.scheduler}",
+                "command": [sys.executable, "-m", "swarmd", "serve"],
+                "env": self.app_environment(),
+            }
+        )
+        out = self.data_dir / "dapr.yaml"
+        out.write_text(yaml.safe_dump(spec, sort_keys=False))
+        return out
+
+    def daprd_command(self) -> list[str]:
+        p = self.ports
+        return [
+            str(find_binary("daprd")),
+            "--app-id",
+            APP_ID,
+            "--app-port",
+            str(p.app),
+            "--dapr-http-port",
+            str(p.dapr_http),
+            "--dapr-grpc-port",
+            str(p.dapr_grpc),
+            "--dapr-internal-grpc-port",
+            str(p.dapr_internal_grpc),
+            "--metrics-port",
+            str(p.dapr_metrics),
+            "--placement-host-address",
+            f"127.0.0.1:{p.placement}",
+            "--scheduler-host-address",
+            f"127.0.0.1:{p.scheduler}",
+            "--resources-path",
+            str(ROOT / "components"),
+            "--config",
+            str(ROOT / "config" / "daprconfig.yaml"),
+            "--app-health-check-path",
+            "/healthz",
+            "--log-level",
+            "info",
+        ]
+
+    def start_app(self) -> None:
+        if self.app_mode == "cli":
+            run_file = self.render_run_file()
+            cli = self._spawn(
+                "dapr-run",
+                [str(find_binary("dapr")), "run", "-f", str(run_file)],
+                env=self.app_environment(),
+                cwd=self.data_dir,
+            )
+            self.wait_app_ready(cli)
+        else:
+            self.start_daprd()
+            self.start_app_process()
+
+    def start_daprd(self) -> Proc:
+        proc = self._spawn("daprd", self.daprd_command(), cwd=self.app_dir)
+        return proc
+
+    def start_app_process(self) -> Proc:
+        proc = self._spawn(
+            "app",
+            [sys.executable, "-m", "swarmd", "serve"],
+            env=self.app_environment(),
+            cwd=self.app_dir,
+        )
+        self.wait_app_ready(proc)
+        return proc
+
+    def wait_app_ready(self, proc: Proc) -> None:
+        self._wait_http(proc, f"{self.api_url}/readyz", timeout_s=180)
+
+    # -- crash helpers (direct mode) --------------------------------------
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.popen.pid, sig)
+        proc.popen.wait(timeout=30)
+
+    def restart_app(self) -> None:
+        self.start_app_process()
+
+    def restart_daprd(self) -> None:
+        self.start_daprd()
+        self.wait_app_ready(self.procs["app"])
+
+    # -- stop ------------------------------------------------------------
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            if proc.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in reversed(list(self.procs.values())):
+            try:
+                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGKILL)
+                proc.popen.wait(timeout=10)
+        self.procs.clear()
+
+    # -- model server log --------------------------------------------------
+    def model_calls(self, status: int | None = 200) -> list[dict[str, Any]]:
+        if not self.model_log.exists():
+            return []
+        rows = [json.loads(line) for line in self.model_log.read_text().splitlines() if line]
+        return [r for r in rows if status is None or r.get("status") == status]
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@contextlib.contextmanager
+def running(stack: Stack) -> Iterator[Stack]:
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def run_demo(stack: Stack, task: str, agents: int) -> int:
+    """Start a scatter-gather run, print progress and the result. 0 if it completed."""
+    headers = {"Authorization": f"Bearer {stack.api_token}"}
+    with httpx.Client(base_url=stack.api_url, headers=headers, timeout=30) as c:
+        r = c.post(
+            "/v1/runs", json={"swarm": "scatter_gather", "input": {"task": task, "agents": agents}}
+        )
+        if r.status_code >= 300:
+            print(f"demo: start failed: {r.status_code} {r.text}", file=sys.stderr)
+            return 1
+        run_id = r.json()["run_id"]
+        print(f"demo: run {run_id} started ({agents} agents)", flush=True)
+        last = ""
+        while True:
+            view = c.get(f"/v1/runs/{run_id}").json()
+            prog = view.get("progress") or {}
+            line = f"{view['status']} {prog.get('phase', '')} {prog.get('agents_done', 0)}/{agents}"
+            if line != last:
+                print(f"demo: {line}", flush=True)
+                last = line
+            if view["status"] in ("completed", "failed", "terminated"):
+                break
+            time.sleep(0.5)  # progress polling interval for the human watching
+    if view["status"] != "completed":
+        print(f"demo: run ended {view['status']}: {view.get('error')}", file=sys.stderr)
+        return 1
+    out = view["output"]
+    print("\n=== result ===")
+    print(out["answer"])
+    print(
+        f"\n({len(out['agent_results'])} agent results, "
+        f"{out['usage']['prompt_tokens'] + out['usage']['completion_tokens']} tokens, "
+        f"{out['usage']['calls']} LLM calls)"
+    )
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir) if args.data_dir else ROOT / ".data"
+    offset = int(os.environ.get("SWARMD_PORT_OFFSET", "0"))
+    stack = Stack(data_dir=data_dir, ports=Ports.with_offset(offset), app_mode="cli")
+    stopping = False
+
+    def on_signal(signum: int, _: Any) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        t0 = time.monotonic()
+        print(f"swarmd: starting the local stack (logs in {stack.logs})", flush=True)
+        stack.start()
+        print(
+            f"swarmd: stack ready in {time.monotonic() - t0:.1f}s; API {stack.api_url} "
+            f"(token in {stack.data_dir / 'secrets' / 'api-token'})",
+            flush=True,
+        )
+        code = 0
+        if args.cmd in ("run", "demo"):
+            code = run_demo(stack, args.task, args.agents)
+        if args.cmd == "demo":
+            return code
+        print("swarmd: serving; `dapr list` shows the app. Ctrl-C to stop.", flush=True)
+        while all(p.popen.poll() is None for p in stack.procs.values()):
+            time.sleep(1)
+        dead = [p.name for p in stack.procs.values() if p.popen.poll() is not None]
+        print(f"swarmd: {', '.join(dead)} exited; stopping", file=sys.stderr)
+        return 1
+    except StackError as exc:
+        print(f"swarmd: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("\nswarmd: stopping", flush=True)
+        return 0
+    finally:
+        stack.stop()

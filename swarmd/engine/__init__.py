@@ -1,0 +1,1 @@
+"""Engine plumbing shared by workflows and activities: names, models, retries."""

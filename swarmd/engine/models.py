@@ -1,0 +1,123 @@
+"""Typed inputs and outputs that cross the workflow/activity boundary.
+
+They travel through Dapr's workflow history as JSON, so every field is plain
+data and every model tolerates being re-validated from a dict.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Usage(_Model):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            calls=self.calls + other.calls,
+        )
+
+
+class ToolCall(_Model):
+    id: str
+    name: str
+    arguments: str
+
+
+class LLMRequest(_Model):
+    """Input of the ``swarmd.call_llm`` activity."""
+
+    run_id: str
+    agent: str
+    model: str
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    user: str | None = None
+    max_tokens: int | None = None
+
+
+class LLMResult(_Model):
+    content: str | None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    model: str
+    usage: Usage
+
+
+class RetrySpec(_Model):
+    """Engine-owned retry policy for activities (exponential backoff, full jitter)."""
+
+    max_attempts: int = Field(6, ge=1)
+    first_interval_s: float = Field(1.0, gt=0)
+    backoff: float = Field(2.0, ge=1)
+    max_interval_s: float = Field(30.0, gt=0)
+
+
+class AgentInput(_Model):
+    """Input of the ``swarmd.agent_loop`` child workflow."""
+
+    run_id: str
+    agent: str
+    role_prompt: str
+    task: str
+    model: str
+    tools: list[str] = Field(default_factory=list)
+    max_turns: int = Field(4, ge=1, le=50)
+    user: str | None = None
+    retry: RetrySpec = Field(default_factory=lambda: RetrySpec())
+
+
+class AgentOutput(_Model):
+    agent: str
+    status: Literal["answered", "max_turns", "failed"]
+    content: str
+    turns: int
+    usage: Usage
+    error: str | None = None
+
+
+class ScatterGatherInput(_Model):
+    """Input of the ``swarmd.scatter_gather`` workflow."""
+
+    run_id: str
+    task: str = Field(min_length=1, max_length=20_000)
+    agents: int = Field(ge=1, le=10_000)
+    max_parallel: int = Field(50, ge=1, le=10_000)
+    planner_model: str = "swarmd-smart"
+    agent_model: str = "swarmd-fast"
+    reducer_model: str = "swarmd-smart"
+    agent_role: str = "You are a careful analyst. Answer your subtask concisely."
+    agent_max_turns: int = Field(4, ge=1, le=50)
+    user: str | None = None
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+
+
+class RunOutput(_Model):
+    swarm: str
+    answer: str
+    agent_results: list[AgentOutput]
+    usage: Usage
+    failed_agents: int = 0
+
+
+class Progress(_Model):
+    """What a running workflow publishes as its custom status."""
+
+    phase: str
+    agents_done: int = 0
+    agents_total: int = 0
+    round: int = 0
+    usage: Usage = Field(default_factory=Usage)

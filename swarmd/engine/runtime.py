@@ -1,0 +1,51 @@
+"""Build the Dapr workflow runtime with every workflow and activity registered.
+
+Called from the entrypoint (``swarmd serve``) with clients it created; nothing
+here runs at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from dapr.ext.workflow import WorkflowRuntime
+
+from swarmd.activities.llm import make_call_llm
+from swarmd.activities.tools import ToolDeps, make_call_tool
+from swarmd.config import Settings
+from swarmd.engine import names
+from swarmd.workflows.agent_loop import agent_loop
+from swarmd.workflows.scatter_gather import scatter_gather
+
+#: registration name -> workflow function (the wire contract, see names.py)
+WORKFLOWS: dict[str, Callable[..., Any]] = {
+    names.SCATTER_GATHER: scatter_gather,
+    names.AGENT_LOOP: agent_loop,
+}
+
+
+def _fresh(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A new function object per registration (the SDK marks functions it registered)."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    functools.update_wrapper(wrapper, fn, updated=())
+    return wrapper
+
+
+def build_runtime(settings: Settings, llm_client: Any, tool_deps: ToolDeps) -> WorkflowRuntime:
+    rt = WorkflowRuntime(
+        host="127.0.0.1",
+        port=str(settings.dapr_grpc_port),
+        maximum_concurrent_activity_work_items=settings.max_concurrent_activities,
+        maximum_concurrent_orchestration_work_items=settings.max_concurrent_activities,
+        worker_ready_timeout=60.0,
+    )
+    for name, wf in WORKFLOWS.items():
+        rt.register_workflow(_fresh(wf), name=name)
+    rt.register_activity(make_call_llm(llm_client), name=names.CALL_LLM)
+    rt.register_activity(make_call_tool(tool_deps), name=names.CALL_TOOL)
+    return rt

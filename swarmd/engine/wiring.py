@@ -1,0 +1,77 @@
+"""The engine's process-level wiring: clients, workflow runtime, workflow client.
+
+Built by the API's lifespan (the entrypoint); owns every long-lived client so
+activities never reach for globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import httpx
+from dapr.ext.workflow import WorkflowRuntime
+from dapr.ext.workflow.aio import DaprWorkflowClient
+from openai import AsyncOpenAI
+
+from swarmd.activities.tools import ToolDeps
+from swarmd.config import Settings
+from swarmd.engine.runtime import build_runtime
+from swarmd.engine.state import StateStore
+
+log = logging.getLogger("swarmd.engine")
+
+
+class Engine:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.runtime: WorkflowRuntime | None = None
+        self.http: httpx.AsyncClient | None = None
+        self.state = StateStore(settings)
+
+    async def wait_for_sidecar(self, timeout_s: float = 120.0) -> None:
+        url = f"http://127.0.0.1:{self.settings.dapr_http_port}/v1.0/healthz/outbound"
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=2) as c:
+            while True:
+                try:
+                    if (await c.get(url)).status_code < 300:
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Dapr sidecar not healthy at {url} after {timeout_s}s")
+                await asyncio.sleep(0.2)
+
+    async def start(self, app: Any) -> None:
+        s = self.settings
+        try:
+            await self.wait_for_sidecar()
+            llm = AsyncOpenAI(
+                base_url=s.llm_base_url,
+                api_key=s.llm_api_key.get_secret_value(),
+                max_retries=0,
+                timeout=s.llm_timeout_s,
+            )
+            self.http = httpx.AsyncClient()
+            deps = ToolDeps(
+                http=self.http,
+                allowed_hosts=frozenset(),
+                state_get=self.state.get_text,
+                state_put=self.state.put_text,
+            )
+            self.runtime = build_runtime(s, llm, deps)
+            await asyncio.to_thread(self.runtime.start)
+            app.state.wf_client = DaprWorkflowClient(host="127.0.0.1", port=str(s.dapr_grpc_port))
+            app.state.engine_ready = True
+            log.info("workflow engine ready")
+        except Exception:
+            log.exception("workflow engine failed to start")
+            raise
+
+    async def stop(self) -> None:
+        if self.runtime is not None:
+            await asyncio.to_thread(self.runtime.shutdown)
+        await self.state.close()

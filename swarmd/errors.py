@@ -1,0 +1,100 @@
+"""One error hierarchy for swarmd, mapped to HTTP in one handler (``swarmd.api.app``).
+
+::
+
+    SwarmdError                      base; never raised itself
+    ├── RequestError                 the caller sent something we refuse (4xx)
+    │   ├── ValidationFailed         422 body/spec invalid; names the field
+    │   ├── UnknownSwarm             422 no such swarm pattern (names the field)
+    │   ├── RunNotFound              404 no such run id
+    │   ├── RunConflict              409 run id reused with a different request
+    │   ├── Unauthorized             401 missing or wrong bearer token
+    │   └── PayloadTooLarge          413 body above settings.max_body_bytes
+    ├── DependencyUnavailable        503 sidecar / gateway not reachable (retry later)
+    └── ActivityError                raised inside activities; crosses the workflow
+        ├── RetryableActivityError       boundary by type name: the engine's retry
+        └── NonRetryableActivityError    policy retries the first, never the second
+
+Activity errors travel through Dapr as a failure with the exception's type name,
+so workflows classify them by ``TaskFailedError.details.error_type``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SwarmdError(Exception):
+    """Base of every error swarmd raises on purpose."""
+
+    status_code = 500
+    code = "internal"
+
+    def __init__(self, message: str, *, field: str | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.extra = extra
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        body.update(self.extra)
+        return body
+
+
+class RequestError(SwarmdError):
+    status_code = 400
+    code = "bad_request"
+
+
+class ValidationFailed(RequestError):
+    status_code = 422
+    code = "validation_failed"
+
+
+class UnknownSwarm(RequestError):
+    status_code = 422
+    code = "unknown_swarm"
+
+
+class RunNotFound(RequestError):
+    status_code = 404
+    code = "run_not_found"
+
+
+class RunConflict(RequestError):
+    status_code = 409
+    code = "run_conflict"
+
+
+class Unauthorized(RequestError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class PayloadTooLarge(RequestError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class DependencyUnavailable(SwarmdError):
+    status_code = 503
+    code = "dependency_unavailable"
+
+
+class ActivityError(SwarmdError):
+    """Raised inside an activity."""
+
+
+class RetryableActivityError(ActivityError):
+    """Transient: rate limit, 5xx, timeout, connection reset. The workflow retries."""
+
+    code = "retryable"
+
+
+class NonRetryableActivityError(ActivityError):
+    """Permanent: bad request, auth, unknown model, invalid tool arguments."""
+
+    code = "non_retryable"
