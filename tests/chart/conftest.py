@@ -150,6 +150,35 @@ def helm_template(
     )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that rejects duplicate mapping keys.
+
+    Kubernetes' decoder rejects (or, depending on the client, silently
+    merges) duplicated keys; PyYAML would keep the last one and hide the bug.
+    """
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
+)
+
+
+def load_manifests(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.load_all(text, Loader=_UniqueKeyLoader) if d]
+
+
 def render(
     values_files: Iterable[str | Path] = (),
     sets: Iterable[str] = (),
@@ -158,7 +187,7 @@ def render(
     proc = helm_template(values_files, sets, kube_version)
     if proc.returncode != 0:
         raise AssertionError(f"helm template failed:\n{proc.stderr}")
-    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+    return load_manifests(proc.stdout)
 
 
 def helm_lint(
@@ -268,3 +297,17 @@ def keda_validate(objects: list[dict[str, Any]]) -> list[str]:
     if proc.returncode not in (0, 1):
         raise AssertionError(f"keda_validate.mjs crashed:\n{proc.stderr}")
     return [line for line in proc.stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def chart() -> Any:
+    """These helpers, as a fixture (test modules cannot import conftest)."""
+    import sys
+
+    return sys.modules[__name__]
+
+
+@pytest.fixture(scope="session")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    """Every CI scenario rendered once per session: scenario file name -> objects."""
+    return {scenario: render([scenario]) for scenario in SCENARIOS}

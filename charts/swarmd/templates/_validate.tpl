@@ -1,35 +1,36 @@
 {{/*
 Checks of value combinations the schema cannot express. Each message says
-which values conflict and what to change.
+which values conflict and what to change. Returns a JSON list of messages.
 */}}
-{{- define "swarmd.validate" -}}
+{{- define "swarmd.validationErrors" -}}
 {{- $v := .Values -}}
+{{- $errors := list -}}
 {{- if ge (int $v.dapr.gracefulShutdownSeconds) (int $v.app.terminationGracePeriodSeconds) }}
-{{- fail (printf "dapr.gracefulShutdownSeconds (%d) must be below app.terminationGracePeriodSeconds (%d): otherwise Kubernetes kills the Dapr sidecar before it has drained in-flight workflow work. Lower dapr.gracefulShutdownSeconds or raise app.terminationGracePeriodSeconds." (int $v.dapr.gracefulShutdownSeconds) (int $v.app.terminationGracePeriodSeconds)) }}
+{{- $errors = append $errors (printf "dapr.gracefulShutdownSeconds (%d) must be below app.terminationGracePeriodSeconds (%d): otherwise Kubernetes kills the Dapr sidecar before it has drained in-flight workflow work. Lower dapr.gracefulShutdownSeconds or raise app.terminationGracePeriodSeconds." (int $v.dapr.gracefulShutdownSeconds) (int $v.app.terminationGracePeriodSeconds)) }}
 {{- end }}
 {{- if and $v.autoscaling.keda.enabled $v.autoscaling.hpa.enabled }}
-{{- fail "autoscaling.keda.enabled and autoscaling.hpa.enabled are both true: KEDA creates its own HPA for the app, and two autoscalers would fight over its replicas. Enable only one of them." }}
+{{- $errors = append $errors "autoscaling.keda.enabled and autoscaling.hpa.enabled are both true: KEDA creates its own HPA for the app, and two autoscalers would fight over its replicas. Enable only one of them." }}
 {{- end }}
 {{- if and $v.autoscaling.hpa.enabled (gt (int $v.autoscaling.hpa.minReplicas) (int $v.autoscaling.hpa.maxReplicas)) }}
-{{- fail (printf "autoscaling.hpa.minReplicas (%d) is greater than autoscaling.hpa.maxReplicas (%d)." (int $v.autoscaling.hpa.minReplicas) (int $v.autoscaling.hpa.maxReplicas)) }}
+{{- $errors = append $errors (printf "autoscaling.hpa.minReplicas (%d) is greater than autoscaling.hpa.maxReplicas (%d)." (int $v.autoscaling.hpa.minReplicas) (int $v.autoscaling.hpa.maxReplicas)) }}
 {{- end }}
 {{- if and $v.autoscaling.keda.enabled (gt (int $v.autoscaling.keda.minReplicaCount) (int $v.autoscaling.keda.maxReplicaCount)) }}
-{{- fail (printf "autoscaling.keda.minReplicaCount (%d) is greater than autoscaling.keda.maxReplicaCount (%d)." (int $v.autoscaling.keda.minReplicaCount) (int $v.autoscaling.keda.maxReplicaCount)) }}
+{{- $errors = append $errors (printf "autoscaling.keda.minReplicaCount (%d) is greater than autoscaling.keda.maxReplicaCount (%d)." (int $v.autoscaling.keda.minReplicaCount) (int $v.autoscaling.keda.maxReplicaCount)) }}
 {{- end }}
 {{- if and (eq $v.dapr.stateStore.type "postgresql") (not $v.dapr.stateStore.postgresql.connectionSecret.name) }}
-{{- fail "dapr.stateStore.type is postgresql but dapr.stateStore.postgresql.connectionSecret.name is empty: create a Secret with the PostgreSQL connection string and set dapr.stateStore.postgresql.connectionSecret.name (and .key) to it." }}
+{{- $errors = append $errors "dapr.stateStore.type is postgresql but dapr.stateStore.postgresql.connectionSecret.name is empty: create a Secret with the PostgreSQL connection string and set dapr.stateStore.postgresql.connectionSecret.name (and .key) to it." }}
 {{- end }}
 {{- if and (not $v.dapr.configuration.create) (not $v.dapr.configuration.existingName) }}
-{{- fail "dapr.configuration.create is false but dapr.configuration.existingName is empty: name the Dapr Configuration the sidecar should use, or let the chart create one." }}
+{{- $errors = append $errors "dapr.configuration.create is false but dapr.configuration.existingName is empty: name the Dapr Configuration the sidecar should use, or let the chart create one." }}
 {{- end }}
 {{- if and (not $v.litellm.enabled) (not $v.litellm.externalUrl) }}
-{{- fail "litellm.enabled is false but litellm.externalUrl is empty: the app needs an OpenAI-compatible gateway. Enable litellm or set litellm.externalUrl." }}
+{{- $errors = append $errors "litellm.enabled is false but litellm.externalUrl is empty: the app needs an OpenAI-compatible gateway. Enable litellm or set litellm.externalUrl." }}
 {{- end }}
 {{- if $v.litellm.enabled }}
 {{- $limit := int (include "swarmd.activityTimeoutSeconds" .) }}
 {{- $timeout := $v.litellm.routerSettings.timeout | default 0 | float64 }}
 {{- if ge $timeout (float64 $limit) }}
-{{- fail (printf "litellm.routerSettings.timeout (%v s) must be below the app's activity timeout (%d s): otherwise the workflow abandons the activity while LiteLLM is still waiting. Lower litellm.routerSettings.timeout." $v.litellm.routerSettings.timeout $limit) }}
+{{- $errors = append $errors (printf "litellm.routerSettings.timeout (%v s) must be below the app's activity timeout (%d s): otherwise the workflow abandons the activity while LiteLLM is still waiting. Lower litellm.routerSettings.timeout." $v.litellm.routerSettings.timeout $limit) }}
 {{- end }}
 {{- $aliases := list }}
 {{- range $v.litellm.modelList }}
@@ -39,7 +40,7 @@ which values conflict and what to change.
 {{- range $ref := regexFindAll "os\\.environ/[A-Za-z0-9_]+" $value -1 }}
 {{- $name := trimPrefix "os.environ/" $ref }}
 {{- if not (hasKey $v.litellm.providerKeys $name) }}
-{{- fail (printf "litellm.modelList references %s, but %s is not in litellm.providerKeys: add `%s: <key in the LiteLLM Secret>` to litellm.providerKeys." $ref $name $name) }}
+{{- $errors = append $errors (printf "litellm.modelList references %s, but %s is not in litellm.providerKeys: add `%s: <key in the LiteLLM Secret>` to litellm.providerKeys." $ref $name $name) }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -49,10 +50,11 @@ which values conflict and what to change.
 {{- range $from, $tos := . }}
 {{- range (prepend $tos $from) }}
 {{- if not (has . $aliases) }}
-{{- fail (printf "litellm.routerSettings.fallbacks names %q, which is no model_name in litellm.modelList." .) }}
+{{- $errors = append $errors (printf "litellm.routerSettings.fallbacks names %q, which is no model_name in litellm.modelList." .) }}
 {{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- toJson $errors }}
 {{- end }}
