@@ -132,3 +132,26 @@ def test_keda_validation_rejects_bad_objects(chart, rendered) -> None:
     assert 'unknown field "metdata"' in text
     assert "maxReplicaCount" in text
     assert "scaleTargetRef" in text
+
+
+def test_kubernetes_validate_cli_strict(chart, tmp_path: Path) -> None:
+    """The same check through the tool's own CLI, as a person would run it."""
+    import shutil
+    import subprocess
+    import sys
+
+    proc = chart.helm_template(["production-values.yaml"])
+    assert proc.returncode == 0, proc.stderr
+    manifest = tmp_path / "rendered.yaml"
+    manifest.write_text(proc.stdout)
+    cli = shutil.which("kubernetes-validate", path=str(Path(sys.executable).parent))
+    assert cli, "kubernetes-validate is not installed (pip install -r tests/chart/requirements.txt)"
+    out = subprocess.run(
+        [cli, "--strict", "--kubernetes-version", chart.KUBE_VERSION, "--no-warn", str(manifest)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ERROR" not in out.stdout
+    assert out.stdout.count("passed for resource") >= 10
