@@ -36,9 +36,22 @@ def test_helm_template_renders(chart, scenario: str, kube_version: str) -> None:
 
 
 def test_helm_template_refuses_too_old_kubernetes(chart) -> None:
-    proc = chart.helm_template(kube_version="1.28.0")
+    proc = chart.helm_template(kube_version="1.27.0")
     assert proc.returncode != 0
-    assert "kubeVersion" in proc.stderr or ">=1.29.0-0" in proc.stderr
+    assert ">=1.28.0-0" in proc.stderr
+
+
+@pytest.mark.parametrize(("kube_version", "native"), [("1.28.0", False), ("1.29.0", True), ("1.37.0", True)])
+def test_watchdog_is_native_sidecar_where_supported(chart, kube_version: str, native: bool) -> None:
+    (app,) = [
+        d for d in chart.render(kube_version=kube_version)
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "swarmd"
+    ]
+    spec = app["spec"]["template"]["spec"]
+    init = [c["name"] for c in spec.get("initContainers", [])]
+    main = [c["name"] for c in spec["containers"]]
+    assert ("watchdog" in init) == native
+    assert ("watchdog" in main) == (not native)
 
 
 def test_helm_version_is_the_pinned_one(chart) -> None:

@@ -178,3 +178,14 @@ seccompProfile:
     - port: 53
       protocol: TCP
 {{- end }}
+
+{{/*
+"true" when the watchdog runs as a native sidecar: asked for, and the
+cluster has native sidecars on by default (Kubernetes >= 1.29; 1.28 had them
+behind a feature gate). Otherwise it runs as a plain second container.
+*/}}
+{{- define "swarmd.watchdogNative" -}}
+{{- if and .Values.watchdog.nativeSidecar (semverCompare ">=1.29.0-0" .Capabilities.KubeVersion.Version) -}}
+true
+{{- end -}}
+{{- end }}

@@ -9,7 +9,7 @@ namespace and finds the app's pid by SWARMD_WATCHDOG_APP_CMDLINE.
 - name: watchdog
   image: {{ include "swarmd.image" (dict "image" $wd.image "root" .) }}
   imagePullPolicy: {{ $wd.image.pullPolicy }}
-  {{- if $wd.nativeSidecar }}
+  {{- if include "swarmd.watchdogNative" . }}
   restartPolicy: Always
   {{- end }}
   command: ["swarmd-watchdog"]
