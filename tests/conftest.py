@@ -1,0 +1,79 @@
+"""Shared fixtures. Integration tests run the real local stack (daprd, placement,
+scheduler, LiteLLM proxy, our model server, the app); nothing is mocked."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from swarmd.devstack.launcher import Ports, Stack
+
+TERMINAL = {"completed", "failed", "terminated"}
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One stack for the session, app and daprd as direct processes (crash tests kill them)."""
+    s = Stack(data_dir=tmp_path_factory.mktemp("stack"), ports=Ports.with_offset(1000),
+              app_mode="direct")
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def api(stack: Stack) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {stack.api_token}"}
+    with httpx.Client(base_url=stack.api_url, headers=headers, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def model_server(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.model_server_url, timeout=10) as c:
+        yield c
+        c.put("/_control/faults", json=[])  # never leak injected faults into the next test
+
+
+@pytest.fixture
+def calls_since(stack: Stack) -> Callable[[], Callable[[], list[dict[str, Any]]]]:
+    """``mark = calls_since(); ...; mark()`` -> model-server calls answered after the mark."""
+
+    def mark() -> Callable[[], list[dict[str, Any]]]:
+        n = len(stack.model_calls(status=None))
+        return lambda: [c for c in stack.model_calls(status=None)[n:]]
+
+    return mark
+
+
+def wait_run(api: httpx.Client, run_id: str, timeout_s: float = 300) -> dict[str, Any]:
+    """Poll a run until it ends (the API's own status endpoint, no sleeps as readiness)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        r = api.get(f"/v1/runs/{run_id}")
+        assert r.status_code == 200, r.text
+        view: dict[str, Any] = r.json()
+        if view["status"] in TERMINAL:
+            return view
+        assert time.monotonic() < deadline, f"run {run_id} still {view['status']}: {view}"
+        time.sleep(0.25)
+
+
+def wait_until(pred: Callable[[], Any], timeout_s: float = 120, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        v = pred()
+        if v:
+            return v
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+ROOT = Path(__file__).resolve().parent.parent
