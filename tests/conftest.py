@@ -3,6 +3,7 @@ scheduler, LiteLLM proxy, our model server, the app); nothing is mocked."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,12 +15,15 @@ import pytest
 from swarmd.devstack.launcher import Ports, Stack
 
 TERMINAL = {"completed", "failed", "terminated"}
+#: Port offset of the test stacks (the session stack; other stacks add to it), so
+#: several checkouts or a running `make run` can coexist: SWARMD_TEST_PORT_OFFSET.
+TEST_OFFSET = int(os.environ.get("SWARMD_TEST_PORT_OFFSET", "1000"))
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One stack for the session, app and daprd as direct processes (crash tests kill them)."""
-    s = Stack(data_dir=tmp_path_factory.mktemp("stack"), ports=Ports.with_offset(1000),
+    s = Stack(data_dir=tmp_path_factory.mktemp("stack"), ports=Ports.with_offset(TEST_OFFSET),
               app_mode="direct")
     s.start()
     try:

@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from swarmd.devstack.launcher import Ports, find_binary
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, TEST_OFFSET, wait_until
 
 pytestmark = pytest.mark.integration
-OFFSET = 2000  # beside the session stack (offset 1000)
+OFFSET = TEST_OFFSET + 1000  # beside the session stack
 
 
 def _env(offset: int) -> dict[str, str]:
