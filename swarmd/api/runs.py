@@ -8,10 +8,10 @@ from typing import Any, Literal
 
 import grpc
 from dapr.ext.workflow import WorkflowState, WorkflowStatus
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from swarmd.api.deps import SettingsDep, WorkflowClientDep, require_token
+from swarmd.api.deps import SettingsDep, WorkflowClientDep, get_wf_client, require_token
 from swarmd.engine import names
 from swarmd.engine.models import Progress, ScatterGatherInput, Usage
 from swarmd.errors import RunConflict, RunNotFound, UnknownSwarm, ValidationFailed
@@ -122,7 +122,7 @@ def view(state: WorkflowState) -> RunView:
     responses={200: {"model": RunAccepted, "description": "Run already existed"}},
 )
 async def start_run(
-    body: StartRun, client: WorkflowClientDep, settings: SettingsDep, response: Response
+    body: StartRun, settings: SettingsDep, request: Request, response: Response
 ) -> RunAccepted:
     """Start a swarm run. Answers 202 with the run id; 200 if ``run_id`` already exists."""
     run_id = body.run_id or uuid.uuid4().hex
@@ -131,6 +131,7 @@ async def start_run(
         raise ValidationFailed(
             f"input.agents: at most {settings.max_agents} agents per run", field="input.agents"
         )
+    client = get_wf_client(request)  # after validation: bad input is 4xx even without a sidecar
     wf_name = names.SWARMS[body.swarm]
     if body.run_id:
         existing = await client.get_workflow_state(run_id)
