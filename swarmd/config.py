@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     dapr_http_port: int = Field(3500, validation_alias="DAPR_HTTP_PORT")
     dapr_grpc_port: int = Field(50001, validation_alias="DAPR_GRPC_PORT")
 
+    # -- Lock owner registry (what this process holds; the watchdog reclaims it on death)
+    pod_name: str | None = Field(
+        None, validation_alias="POD_NAME", description="Pod name; the hostname when unset"
+    )
+    owner_heartbeat_s: float = Field(0.5, gt=0, le=10, description="Owner heartbeat interval")
+    owner_ttl_s: int = Field(
+        4, ge=2, le=300, description="Owner heartbeat TTL: dead owners are swept after it"
+    )
+
     # -- Engine
     max_concurrent_activities: int = Field(
         200, ge=1, description="Activity work items this process runs at once"
@@ -53,6 +62,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".data")
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
+    sdk_log_level: str = Field("WARNING", description="Level of the Dapr SDK's own loggers")
 
     @field_validator("llm_base_url")
     @classmethod

@@ -8,6 +8,7 @@
     │   ├── UnknownSwarm             422 no such swarm pattern (names the field)
     │   ├── RunNotFound              404 no such run id
     │   ├── RunConflict              409 run id reused with a different request
+    │   ├── LockBusy                 409 a distributed lock is held by another owner
     │   ├── Unauthorized             401 missing or wrong bearer token
     │   └── PayloadTooLarge          413 body above settings.max_body_bytes
     ├── DependencyUnavailable        503 sidecar / gateway not reachable (retry later)
@@ -67,6 +68,11 @@ class RunNotFound(RequestError):
 class RunConflict(RequestError):
     status_code = 409
     code = "run_conflict"
+
+
+class LockBusy(RequestError):
+    status_code = 409
+    code = "lock_busy"
 
 
 class Unauthorized(RequestError):

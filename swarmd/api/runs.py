@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any, Literal
 
 import grpc
 from dapr.ext.workflow import WorkflowState, WorkflowStatus
+from dapr.ext.workflow.aio import DaprWorkflowClient
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from swarmd.api.deps import SettingsDep, WorkflowClientDep, get_wf_client, require_token
 from swarmd.engine import names
 from swarmd.engine.models import Progress, ScatterGatherInput, Usage
-from swarmd.errors import RunConflict, RunNotFound, UnknownSwarm, ValidationFailed
+from swarmd.errors import (
+    DependencyUnavailable,
+    RunConflict,
+    RunNotFound,
+    UnknownSwarm,
+    ValidationFailed,
+)
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], dependencies=[Depends(require_token)])
 
@@ -134,7 +142,7 @@ async def start_run(
     client = get_wf_client(request)  # after validation: bad input is 4xx even without a sidecar
     wf_name = names.SWARMS[body.swarm]
     if body.run_id:
-        existing = await client.get_workflow_state(run_id)
+        existing = await fetch_state(client, run_id)
         if existing is not None:
             return _existing(existing, wf_name, inp, response)
     try:
@@ -172,10 +180,22 @@ def _existing(
     )
 
 
+async def fetch_state(client: DaprWorkflowClient, run_id: str) -> WorkflowState | None:
+    """The run's state; retries the sidecar's transient read errors (a read racing a
+    write of the same workflow can fail), then answers 503 rather than 500."""
+    for attempt in range(4):
+        try:
+            return await client.get_workflow_state(run_id, fetch_payloads=True)
+        except grpc.RpcError as exc:
+            last = exc
+            await asyncio.sleep(0.05 * 2**attempt)
+    raise DependencyUnavailable(f"could not read run {run_id!r} from the sidecar: {last}")
+
+
 @router.get("/{run_id}", response_model=RunView)
 async def get_run(run_id: str, client: WorkflowClientDep) -> RunView:
     """Status, progress, token usage, and the output or error of a run."""
-    state = await client.get_workflow_state(run_id, fetch_payloads=True)
+    state = await fetch_state(client, run_id)
     if state is None:
         raise RunNotFound(f"no run with id {run_id!r}", field="run_id")
     return view(state)

@@ -16,7 +16,9 @@ Deterministic answer rules (a real model would follow the same instructions):
 * With ``tools`` offered and a user message containing
   ``use tool NAME with {json}``, the first answer is that tool call; after the
   tool result arrives the answer quotes it.
-* Anything else: ``[model] <hash>: <summary of the last user message>``.
+* Anything else: ``<hash>: <summary of the last user message>``. The answer
+  does not depend on which deployment (model name) served it, so a run's
+  output is the same whichever way the gateway routed its calls.
 
 Control API (for tests and benchmarks; not part of the OpenAI protocol):
 
@@ -144,7 +146,7 @@ def answer(model: str, messages: list[dict[str, Any]], tools: list[Any] | None) 
             }
         if tool_results:
             results = "; ".join(_text(m.get("content")) for m in tool_results)
-            return {"role": "assistant", "content": f"[{model}] {digest}: tool said {results}"}
+            return {"role": "assistant", "content": f"{digest}: tool said {results}"}
 
     m = _SUBTASKS.search(prompt)
     if m:
@@ -165,7 +167,7 @@ def answer(model: str, messages: list[dict[str, Any]], tools: list[Any] | None) 
         return {"role": "assistant", "content": workers[rounds % len(workers)]}
 
     summary = " ".join(last_user.split()[:40])
-    return {"role": "assistant", "content": f"[{model}] {digest}: {summary}"}
+    return {"role": "assistant", "content": f"{digest}: {summary}"}
 
 
 class ModelServer:

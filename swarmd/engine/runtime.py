@@ -7,15 +7,18 @@ here runs at import time.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from dapr.ext.workflow import WorkflowRuntime
+from dapr.ext.workflow.logger import LoggerOptions
 
 from swarmd.activities.llm import make_call_llm
 from swarmd.activities.tools import ToolDeps, make_call_tool
 from swarmd.config import Settings
 from swarmd.engine import names
+from swarmd.logs import JsonFormatter
 from swarmd.workflows.agent_loop import agent_loop
 from swarmd.workflows.scatter_gather import scatter_gather
 
@@ -36,8 +39,16 @@ def _fresh(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def sdk_logger_options(settings: Settings) -> LoggerOptions:
+    """The SDK logs every orchestration step at INFO; keep it at our SDK level, in our format."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else logging.Formatter())
+    return LoggerOptions(log_level=settings.sdk_log_level, log_handler=handler)
+
+
 def build_runtime(settings: Settings, llm_client: Any, tool_deps: ToolDeps) -> WorkflowRuntime:
     rt = WorkflowRuntime(
+        logger_options=sdk_logger_options(settings),
         host="127.0.0.1",
         port=str(settings.dapr_grpc_port),
         maximum_concurrent_activity_work_items=settings.max_concurrent_activities,

@@ -18,7 +18,7 @@ from openai import AsyncOpenAI
 
 from swarmd.activities.tools import ToolDeps
 from swarmd.config import Settings
-from swarmd.engine.runtime import build_runtime
+from swarmd.engine.runtime import build_runtime, sdk_logger_options
 from swarmd.engine.state import StateStore
 
 log = logging.getLogger("swarmd.engine")
@@ -64,7 +64,11 @@ class Engine:
             )
             self.runtime = build_runtime(s, llm, deps)
             await asyncio.to_thread(self.runtime.start)
-            app.state.wf_client = DaprWorkflowClient(host="127.0.0.1", port=str(s.dapr_grpc_port))
+            app.state.wf_client = DaprWorkflowClient(
+                host="127.0.0.1",
+                port=str(s.dapr_grpc_port),
+                logger_options=sdk_logger_options(s),
+            )
             app.state.engine_ready = True
             log.info("workflow engine ready")
         except Exception:
