@@ -7,12 +7,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup venv dapr run demo up test test-fast lint fmt bench clean
+.PHONY: help setup venv dapr redis run demo up test test-fast lint fmt bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-setup: venv dapr ## install Python deps and build/reuse the Dapr runtime
+setup: venv dapr redis ## install Python deps, build/reuse the Dapr runtime, install Redis
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 dapr: ## build (or reuse) daprd, placement, scheduler and the dapr CLI
 	$(PYTHON) scripts/setup_dapr.py
+
+redis: ## install redis-server (the lock store) if missing
+	bash scripts/setup_redis.sh
 
 run: setup ## start the local stack, run a demo swarm, keep serving until Ctrl-C
 	$(BIN)/swarmd run

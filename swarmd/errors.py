@@ -9,6 +9,7 @@
     │   ├── RunNotFound              404 no such run id
     │   ├── RunConflict              409 run id reused with a different request
     │   ├── LockBusy                 409 a distributed lock is held by another owner
+    │   ├── LockNotHeld              404 this process does not hold that lock
     │   ├── Unauthorized             401 missing or wrong bearer token
     │   └── PayloadTooLarge          413 body above settings.max_body_bytes
     ├── DependencyUnavailable        503 sidecar / gateway not reachable (retry later)
@@ -73,6 +74,11 @@ class RunConflict(RequestError):
 class LockBusy(RequestError):
     status_code = 409
     code = "lock_busy"
+
+
+class LockNotHeld(RequestError):
+    status_code = 404
+    code = "lock_not_held"
 
 
 class Unauthorized(RequestError):

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from swarmd import __version__
-from swarmd.api import runs
+from swarmd.api import locks, runs
 from swarmd.config import Settings
 from swarmd.errors import PayloadTooLarge, SwarmdError
 
@@ -138,6 +138,7 @@ def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
         )
 
     app.include_router(runs.router)
+    app.include_router(locks.router)
     return app
 
 

@@ -10,13 +10,20 @@ The app and its daprd start through the Dapr CLI's multi-app run
 
 Everything a run writes goes under the data dir (default ``.data``):
 ``logs/*.log``, the scheduler's etcd data, the SQLite state store, the model
-server's request log, the generated API token and gateway key.
+server's request log, the generated API token and gateway key, Redis's data
+(the lock store) and the Dapr components rendered with the stack's ports.
+
+Beside the app runs the watchdog (``swarmd-watchdog``), as the Helm chart runs
+it beside the app container: it releases the locks of an app process that was
+SIGKILLed. Both get the same ``POD_NAME`` (one per data dir), the local
+stand-in for a pod.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -64,6 +71,8 @@ class Ports:
     dapr_grpc: int = 50001
     dapr_internal_grpc: int = 50002
     dapr_metrics: int = 59092
+    redis: int = 56379  # not 6379: keep clear of a system Redis
+    watchdog: int = 8081
 
     @classmethod
     def with_offset(cls, offset: int) -> Ports:
@@ -112,6 +121,7 @@ class Stack:
     app_mode: Literal["cli", "direct"] = "cli"
     model_latency_ms: int = 0
     app_env: dict[str, str] = field(default_factory=dict)
+    watchdog_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, Proc] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -120,6 +130,9 @@ class Stack:
         self.app_dir = self.data_dir / "app"
         self.api_token = self._secret("api-token")
         self.gateway_key = "sk-" + self._secret("litellm-master-key")
+        self.components_dir = self.data_dir / "components"
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:10]
+        self.pod_name = f"local-{digest}"
 
     # -- helpers ---------------------------------------------------------
     def _secret(self, name: str) -> str:
@@ -136,6 +149,14 @@ class Stack:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.app}"
+
+    @property
+    def watchdog_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.watchdog}"
+
+    @property
+    def dapr_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.dapr_http}"
 
     @property
     def model_server_url(self) -> str:
@@ -200,17 +221,74 @@ class Stack:
             ("dapr",) if self.app_mode == "cli" else ()
         ):
             find_binary(b)
+        redis_binary()
         self.check_ports()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.app_dir.mkdir(parents=True, exist_ok=True)
         try:
+            self.start_redis()
             self.start_control_plane()
             self.start_model_server()
             self.start_gateway()
             self.start_app()
+            self.start_watchdog()
         except BaseException:
             self.stop()
             raise
+
+    def start_redis(self) -> Proc:
+        """Redis for the lock store: loopback only, no persistence (locks are ephemeral)."""
+        data = self.data_dir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        proc = self._spawn(
+            "redis",
+            [
+                str(redis_binary()),
+                "--port",
+                str(self.ports.redis),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(data),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+        )
+        self._wait_redis(proc)
+        return proc
+
+    def _wait_redis(self, proc: Proc, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.popen.poll() is not None:
+                raise StackError(
+                    f"redis exited with {proc.popen.returncode} before it was ready; "
+                    f"last lines of {proc.log}:\n{tail(proc.log)}"
+                )
+            addr = ("127.0.0.1", self.ports.redis)
+            with contextlib.suppress(OSError), socket.create_connection(addr, timeout=1) as c:
+                c.sendall(b"PING\r\n")
+                if c.recv(64).startswith(b"+PONG"):
+                    return
+            if time.monotonic() > deadline:
+                raise StackError(f"redis not answering PING after {timeout_s:.0f}s; see {proc.log}")
+            time.sleep(0.05)  # polling interval of a readiness probe, not a readiness sleep
+
+    def render_components(self) -> Path:
+        """components/*.yaml with this stack's addresses (the lock store's Redis port)."""
+        self.components_dir.mkdir(parents=True, exist_ok=True)
+        for src in sorted((ROOT / "components").glob("*.yaml")):
+            doc: dict[str, Any] = yaml.safe_load(src.read_text())
+            if doc.get("spec", {}).get("type", "").startswith("lock.redis"):
+                for m in doc["spec"].get("metadata", []):
+                    if m.get("name") == "redisHost":
+                        m["value"] = f"127.0.0.1:{self.ports.redis}"
+            (self.components_dir / src.name).write_text(yaml.safe_dump(doc, sort_keys=False))
+        return self.components_dir
 
     def start_control_plane(self) -> None:
         p = self.ports
@@ -326,6 +404,7 @@ class Stack:
             "SWARMD_DATA_DIR": str(self.data_dir),
             "DAPR_HTTP_PORT": str(p.dapr_http),
             "DAPR_GRPC_PORT": str(p.dapr_grpc),
+            "POD_NAME": self.pod_name,
             "PYTHONUNBUFFERED": "1",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             **self.app_env,
@@ -335,7 +414,7 @@ class Stack:
         spec: dict[str, Any] = yaml.safe_load((ROOT / "dapr.yaml").read_text())
         p = self.ports
         common = spec["common"]
-        common["resourcesPath"] = str(ROOT / "components")
+        common["resourcesPath"] = str(self.render_components())
         common["configFilePath"] = str(ROOT / "config" / "daprconfig.yaml")
         app = spec["apps"][0]
         app.update(
@@ -377,7 +456,7 @@ class Stack:
             "--scheduler-host-address",
             f"127.0.0.1:{p.scheduler}",
             "--resources-path",
-            str(ROOT / "components"),
+            str(self.render_components()),
             "--config",
             str(ROOT / "config" / "daprconfig.yaml"),
             "--app-health-check-path",
@@ -417,6 +496,34 @@ class Stack:
     def wait_app_ready(self, proc: Proc) -> None:
         self._wait_http(proc, f"{self.api_url}/readyz", timeout_s=180)
 
+    def watchdog_environment(self) -> dict[str, str]:
+        env = {
+            "SWARMD_WATCHDOG_HOST": "127.0.0.1",
+            "SWARMD_WATCHDOG_PORT": str(self.ports.watchdog),
+            # The host's process table holds other stacks' apps too: find ours through
+            # the owner registry (same POD_NAME), not by command line.
+            "SWARMD_WATCHDOG_APP_CMDLINE": "",
+            "POD_NAME": self.pod_name,
+            "DAPR_HTTP_PORT": str(self.ports.dapr_http),
+            "DAPR_GRPC_PORT": str(self.ports.dapr_grpc),
+            "PYTHONUNBUFFERED": "1",
+        }
+        app = self.procs.get("app")
+        if app is not None and app.popen.poll() is None:
+            env["SWARMD_WATCHDOG_APP_PID"] = str(app.popen.pid)
+        return {**env, **self.watchdog_env}
+
+    def start_watchdog(self) -> Proc:
+        """The watchdog beside the app, as the chart's sidecar (`swarmd-watchdog`)."""
+        proc = self._spawn(
+            "watchdog",
+            [sys.executable, "-m", "swarmd.watchdog"],
+            env=self.watchdog_environment(),
+            cwd=self.data_dir,
+        )
+        self._wait_http(proc, f"{self.watchdog_url}/healthz", timeout_s=60)
+        return proc
+
     # -- crash helpers (direct mode) --------------------------------------
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[name]
@@ -426,6 +533,9 @@ class Stack:
 
     def restart_app(self) -> None:
         self.start_app_process()
+
+    def restart_watchdog(self) -> None:
+        self.start_watchdog()
 
     def restart_daprd(self) -> None:
         self.start_daprd()
@@ -453,6 +563,18 @@ class Stack:
             return []
         rows = [json.loads(line) for line in self.model_log.read_text().splitlines() if line]
         return [r for r in rows if status is None or r.get("status") == status]
+
+
+def redis_binary() -> Path:
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
+    if not found:
+        raise StackError(
+            "redis-server not found (the lock store needs it). Run `make setup` "
+            "(scripts/setup_redis.sh installs Debian's redis-server package)."
+        )
+    return Path(found)
 
 
 def tail(path: Path, lines: int = 25) -> str:

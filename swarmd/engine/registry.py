@@ -266,8 +266,9 @@ class OwnerRegistry:
                     return
                 caller.call_soon_threadsafe(_set_result, ready)
 
-            loop.create_task(boot())
+            boot_task = loop.create_task(boot())
             loop.run_forever()
+            boot_task.cancel()
             loop.run_until_complete(self.sc.close())
             loop.close()
 

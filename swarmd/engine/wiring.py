@@ -18,7 +18,10 @@ from openai import AsyncOpenAI
 
 from swarmd.activities.tools import ToolDeps
 from swarmd.config import Settings
+from swarmd.engine.locks import LockManager
+from swarmd.engine.registry import OwnerRegistry
 from swarmd.engine.runtime import build_runtime, sdk_logger_options
+from swarmd.engine.sidecar import Sidecar
 from swarmd.engine.state import StateStore
 
 log = logging.getLogger("swarmd.engine")
@@ -30,6 +33,8 @@ class Engine:
         self.runtime: WorkflowRuntime | None = None
         self.http: httpx.AsyncClient | None = None
         self.state = StateStore(settings)
+        self.registry: OwnerRegistry | None = None
+        self.locks: LockManager | None = None
 
     async def wait_for_sidecar(self, timeout_s: float = 120.0) -> None:
         url = f"http://127.0.0.1:{self.settings.dapr_http_port}/v1.0/healthz/outbound"
@@ -49,6 +54,7 @@ class Engine:
         s = self.settings
         try:
             await self.wait_for_sidecar()
+            await self.start_locks(app)
             llm = AsyncOpenAI(
                 base_url=s.llm_base_url,
                 api_key=s.llm_api_key.get_secret_value(),
@@ -75,7 +81,27 @@ class Engine:
             log.exception("workflow engine failed to start")
             raise
 
+    async def start_locks(self, app: Any) -> None:
+        """Register this process as a lock owner (heartbeat) before it can take a lock."""
+        s = self.settings
+        self.registry = OwnerRegistry(
+            Sidecar(s.dapr_http_port, s.state_store),
+            pod=s.pod_name,
+            heartbeat_s=s.owner_heartbeat_s,
+            ttl_s=s.owner_ttl_s,
+        )
+        await self.registry.start()
+        self.locks = LockManager(
+            Sidecar(s.dapr_http_port, s.state_store), self.registry, s.lock_store
+        )
+        app.state.locks = self.locks
+
     async def stop(self) -> None:
         if self.runtime is not None:
             await asyncio.to_thread(self.runtime.shutdown)
+        if self.locks is not None:
+            await self.locks.release_all()
+            await self.locks.sc.close()
+        if self.registry is not None:
+            await self.registry.stop()
         await self.state.close()

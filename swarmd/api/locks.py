@@ -1,0 +1,109 @@
+"""``/v1/locks``: operators take, inspect and release distributed locks by hand.
+
+For maintenance ("keep agents off this resource while I fix it") and for
+checking the lock machinery end to end. A lock taken here belongs to this
+process's owner incarnation, like every lock the engine takes: if the process
+is killed, the watchdog releases it. It is not re-entrant and not renewed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from swarmd.api.deps import require_token
+from swarmd.engine.locks import MAX_TTL_S, Hold, LockManager, check_resource
+from swarmd.errors import DependencyUnavailable, LockBusy, LockNotHeld
+
+router = APIRouter(prefix="/v1/locks", tags=["locks"], dependencies=[Depends(require_token)])
+
+
+def get_locks(request: Request) -> LockManager:
+    locks: LockManager | None = getattr(request.app.state, "locks", None)
+    if locks is None:
+        raise DependencyUnavailable("lock manager not ready: the Dapr sidecar is not up yet")
+    return locks
+
+
+LocksDep = Annotated[LockManager, Depends(get_locks)]
+Resource = Annotated[str, Path(description="Lock resource id", max_length=200)]
+
+
+class TakeLock(BaseModel):
+    """Body of ``POST /v1/locks/{resource}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    ttl_s: int = Field(ge=1, le=MAX_TTL_S, description="Seconds until the lock expires by itself")
+    wait_s: float = Field(0.0, ge=0, le=60, description="Keep trying this long if it is held")
+    busy_marker: bool = Field(
+        False, description="Also write the state marker 'busy.lock.<resource>' while held"
+    )
+
+
+class LockView(BaseModel):
+    resource: str
+    store: str
+    owner: str
+    ttl_s: int
+    taken_at: float
+    expires_at: float
+    marker: str | None
+    lost: bool = Field(description="The owner lost its lease: the lock may be reclaimed")
+
+
+class LockList(BaseModel):
+    owner: str = Field(description="This process's owner incarnation (<pod>:<start id>)")
+    locks: list[LockView]
+
+
+def _view(h: Hold) -> LockView:
+    d: dict[str, Any] = h.view()
+    return LockView.model_validate(d)
+
+
+@router.get("", response_model=LockList)
+async def list_locks(locks: LocksDep) -> LockList:
+    """Locks this process holds, and its owner id."""
+    return LockList(owner=locks.owner, locks=[_view(h) for h in locks.held()])
+
+
+@router.post(
+    "/{resource}",
+    status_code=status.HTTP_201_CREATED,
+    response_model=LockView,
+    responses={409: {"description": "held by another owner (or already by this process)"}},
+)
+async def take_lock(resource: Resource, body: TakeLock, locks: LocksDep) -> LockView:
+    """Take the lock ``resource`` for this process; 409 ``lock_busy`` if it is held."""
+    check_resource(resource)
+    marker = f"busy.lock.{resource}" if body.busy_marker else None
+    try:
+        hold = await locks.acquire(resource, body.ttl_s, wait_s=body.wait_s, marker=marker)
+    except LockBusy as exc:
+        exc.extra.setdefault("resource", resource)
+        raise
+    return _view(hold)
+
+
+@router.get("/{resource}", response_model=LockView, responses={404: {}})
+async def get_lock(resource: Resource, locks: LocksDep) -> LockView:
+    """The lock if this process holds it (404 otherwise)."""
+    check_resource(resource)
+    hold = locks.get(resource)
+    if hold is None:
+        raise LockNotHeld(f"this process does not hold {resource!r}", field="resource")
+    return _view(hold)
+
+
+@router.delete("/{resource}", responses={404: {}})
+async def release_lock(resource: Resource, locks: LocksDep) -> dict[str, Any]:
+    """Release a lock this process holds. ``released`` is false if it had already
+    expired (or been reclaimed) before this call."""
+    check_resource(resource)
+    hold = locks.get(resource)
+    if hold is None:
+        raise LockNotHeld(f"this process does not hold {resource!r}", field="resource")
+    released = await locks.release(hold)
+    return {"resource": resource, "owner": hold.owner, "released": released}
