@@ -22,12 +22,12 @@ HELM_VERSION="v4.3.1"
 HELM_UNITTEST_VERSION="v1.1.2"
 KEDA_MODELS_VERSION="2.0.0"   # npm @kubernetes-models/keda (KEDA 2.x CRDs)
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DAPR_VERSION="1.18.3"
-if [[ -f "${REPO_ROOT}/versions.env" ]]; then
-  # Single source of truth for the Dapr runtime line, when present.
-  v="$(sed -n 's/^DAPR_RUNTIME_VERSION=//p' "${REPO_ROOT}/versions.env" | tr -d '[:space:]')"
-  [[ -n "${v}" ]] && DAPR_VERSION="${v}"
-fi
+# The Dapr control plane release the chart targets: the chart's own
+# annotation swarmd.dev/dapr-version (the tests read the same). It is the
+# cluster's Dapr, independent of the local runtime pin in versions.env.
+DAPR_VERSION="$(sed -n 's/^ *swarmd.dev\/dapr-version: *"\{0,1\}\([0-9.]*\)"\{0,1\} *$/\1/p' \
+  "${REPO_ROOT}/charts/swarmd/Chart.yaml")"
+[[ -n "${DAPR_VERSION}" ]] || { echo "no swarmd.dev/dapr-version in charts/swarmd/Chart.yaml" >&2; exit 1; }
 
 TOOLS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/swarmd/tools"
 BIN_DIR="${TOOLS_DIR}/bin"

@@ -35,18 +35,13 @@ KUBE_VERSION_MIN = "1.28.0"
 SETUP_HINT = "run `bash scripts/setup_chart_tools.sh` first"
 
 
-def _versions_env() -> dict[str, str]:
-    env: dict[str, str] = {}
-    path = REPO_ROOT / "versions.env"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if "=" in line and not line.lstrip().startswith("#"):
-                key, _, value = line.partition("=")
-                env[key.strip()] = value.strip()
-    return env
+def _chart_dapr_version() -> str:
+    """The Dapr control plane release the chart targets (Chart.yaml annotation)."""
+    chart_yaml = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    return str(chart_yaml["annotations"]["swarmd.dev/dapr-version"])
 
 
-DAPR_VERSION = _versions_env().get("DAPR_RUNTIME_VERSION", "1.18.3")
+DAPR_VERSION = _chart_dapr_version()
 
 
 def tools_dir() -> Path:
