@@ -49,6 +49,7 @@ test-fast: venv ## unit tests only (no stack)
 
 bench: setup ## benchmarks (see bench/README.md)
 	$(BIN)/python -m bench.scatter_gather
+	$(BIN)/python -m bench.watchdog_reclaim
 
 fmt: venv
 	$(BIN)/ruff format .
