@@ -27,7 +27,6 @@ def get_locks(request: Request) -> LockManager:
     return locks
 
 
-LocksDep = Annotated[LockManager, Depends(get_locks)]
 Resource = Annotated[str, Path(description="Lock resource id", max_length=200)]
 
 
@@ -64,8 +63,9 @@ def _view(h: Hold) -> LockView:
 
 
 @router.get("", response_model=LockList)
-async def list_locks(locks: LocksDep) -> LockList:
+async def list_locks(request: Request) -> LockList:
     """Locks this process holds, and its owner id."""
+    locks = get_locks(request)
     return LockList(owner=locks.owner, locks=[_view(h) for h in locks.held()])
 
 
@@ -75,9 +75,10 @@ async def list_locks(locks: LocksDep) -> LockList:
     response_model=LockView,
     responses={409: {"description": "held by another owner (or already by this process)"}},
 )
-async def take_lock(resource: Resource, body: TakeLock, locks: LocksDep) -> LockView:
+async def take_lock(resource: Resource, body: TakeLock, request: Request) -> LockView:
     """Take the lock ``resource`` for this process; 409 ``lock_busy`` if it is held."""
     check_resource(resource)
+    locks = get_locks(request)  # after validation: bad input is 4xx even without a sidecar
     marker = f"busy.lock.{resource}" if body.busy_marker else None
     try:
         hold = await locks.acquire(resource, body.ttl_s, wait_s=body.wait_s, marker=marker)
@@ -88,9 +89,10 @@ async def take_lock(resource: Resource, body: TakeLock, locks: LocksDep) -> Lock
 
 
 @router.get("/{resource}", response_model=LockView, responses={404: {}})
-async def get_lock(resource: Resource, locks: LocksDep) -> LockView:
+async def get_lock(resource: Resource, request: Request) -> LockView:
     """The lock if this process holds it (404 otherwise)."""
     check_resource(resource)
+    locks = get_locks(request)
     hold = locks.get(resource)
     if hold is None:
         raise LockNotHeld(f"this process does not hold {resource!r}", field="resource")
@@ -98,10 +100,11 @@ async def get_lock(resource: Resource, locks: LocksDep) -> LockView:
 
 
 @router.delete("/{resource}", responses={404: {}})
-async def release_lock(resource: Resource, locks: LocksDep) -> dict[str, Any]:
+async def release_lock(resource: Resource, request: Request) -> dict[str, Any]:
     """Release a lock this process holds. ``released`` is false if it had already
     expired (or been reclaimed) before this call."""
     check_resource(resource)
+    locks = get_locks(request)
     hold = locks.get(resource)
     if hold is None:
         raise LockNotHeld(f"this process does not hold {resource!r}", field="resource")
