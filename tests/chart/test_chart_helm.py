@@ -89,3 +89,11 @@ def test_packaged_chart_leaves_out_tests_and_ci(chart, tmp_path: Path) -> None:
     assert "swarmd/templates/tests/test-connection.yaml" in names
     assert "swarmd/values.schema.json" in names
     assert not [n for n in names if n.startswith(("swarmd/tests/", "swarmd/ci/"))]
+
+
+def test_chart_targets_the_sdks_dapr_line(chart) -> None:
+    """The chart's Dapr control plane release is on the Python SDK's minor line."""
+    pyproject = (chart.REPO_ROOT / "pyproject.toml").read_text()
+    sdk = re.search(r'"dapr==(\d+\.\d+)\.\d+"', pyproject)
+    assert sdk, "dapr==X.Y.Z pin not found in pyproject.toml"
+    assert chart.DAPR_VERSION.rsplit(".", 1)[0] == sdk.group(1)
