@@ -55,23 +55,28 @@ class StackError(Exception):
 
 @dataclass(frozen=True)
 class Ports:
-    placement: int = 50005
-    placement_health: int = 58080
-    placement_metrics: int = 59090
-    placement_raft: int = 58201
-    scheduler: int = 50006
-    scheduler_health: int = 58081
-    scheduler_metrics: int = 59091
-    scheduler_etcd_client: int = 52379
-    scheduler_etcd_peer: int = 52380
+    """Every port the stack listens on. All sit below Linux's ephemeral range
+    (32768-60999) even with offsets, so an outgoing connection's local port can
+    never take one between the free-port check and the bind. (Dapr's own
+    defaults, 50001/50005/50006, are inside that range.)"""
+
+    placement: int = 20005
+    placement_health: int = 20080
+    placement_metrics: int = 20090
+    placement_raft: int = 20201
+    scheduler: int = 20006
+    scheduler_health: int = 20081
+    scheduler_metrics: int = 20091
+    scheduler_etcd_client: int = 20379
+    scheduler_etcd_peer: int = 20380
     modelserver: int = 8700
     litellm: int = 4000
     app: int = 8000
     dapr_http: int = 3500
-    dapr_grpc: int = 50001
-    dapr_internal_grpc: int = 50002
-    dapr_metrics: int = 59092
-    redis: int = 56379  # not 6379: keep clear of a system Redis
+    dapr_grpc: int = 20001
+    dapr_internal_grpc: int = 20002
+    dapr_metrics: int = 20092
+    redis: int = 16379  # not 6379: keep clear of a system Redis
     watchdog: int = 8081
 
     @classmethod
