@@ -25,6 +25,12 @@ class Settings(BaseSettings):
         None, description="Bearer token for /v1/*. Unset means the API refuses every call."
     )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted request body")
+    sse_keepalive_s: float = Field(
+        15.0, gt=0, le=300, description="Run streams send ': keep-alive' after this much silence"
+    )
+    sse_poll_s: float = Field(
+        0.5, ge=0.05, le=60, description="How often a run stream re-reads the workflow state"
+    )
 
     # -- LLM gateway (LiteLLM proxy, OpenAI-compatible)
     llm_base_url: str = "http://127.0.0.1:4000/v1"
@@ -50,6 +56,9 @@ class Settings(BaseSettings):
     )
 
     # -- Engine
+    specs_dir: Path | None = Field(
+        None, description="Extra directory of swarm specs (*.yaml/*.json); overrides built-ins"
+    )
     max_concurrent_activities: int = Field(
         200, ge=1, description="Activity work items this process runs at once"
     )

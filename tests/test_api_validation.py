@@ -70,3 +70,12 @@ def test_malformed_json_is_422(client: TestClient) -> None:
 def test_openapi_documents_the_run_api(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert "/v1/runs" in paths and "/v1/runs/{run_id}" in paths
+
+
+def test_malformed_inline_spec_is_422_naming_the_field(client: TestClient) -> None:
+    spec = {"name": "x", "pattern": "debate", "agents": [{"name": "a", "role": "r"}]}
+    r = client.post("/v1/runs", json={"spec": spec, "input": {"task": "t"}})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "spec"
+    assert "at least 2 agents" in r.json()["error"]["message"]
+    r = client.post("/v1/runs", json={"swarm": "debate", "input": {"task": "t", "agents": 3}})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "input.agents"

@@ -1,8 +1,10 @@
 """``swarmd.scatter_gather``: planner, N agents in parallel, reducer.
 
-1. A planner LLM call splits the task into exactly N subtasks.
-2. N agent loops (child workflows) run with at most ``max_parallel`` in flight;
-   progress (agents done / total) is published as the custom status.
+1. A planner LLM call (the spec's coordinator) splits the task into exactly N
+   subtasks.
+2. N agent loops (child workflows, the spec's first agent as template) run with
+   at most ``limits.max_parallel`` in flight; progress (agents done / total) is
+   published as the custom status.
 3. A reducer LLM call merges the agents' answers into one.
 
 Deterministic: no clocks, randomness, I/O or logging here.
@@ -14,21 +16,11 @@ import re
 from collections.abc import Generator
 from typing import Any
 
-from dapr.ext.workflow import DaprWorkflowContext, when_any
-from dapr.ext.workflow._durabletask.task import TaskFailedError
+from dapr.ext.workflow import DaprWorkflowContext
 
-from swarmd.engine import names
-from swarmd.engine.models import (
-    AgentInput,
-    AgentOutput,
-    LLMRequest,
-    LLMResult,
-    Progress,
-    RunOutput,
-    ScatterGatherInput,
-    Usage,
-)
-from swarmd.engine.retry import call_activity
+from swarmd.engine.models import AgentOutput, SwarmInput
+from swarmd.engine.spec import AgentSpec
+from swarmd.workflows.steps import Run
 
 PLANNER_PROMPT = (
     "You are the planner of a team of {n} agents. Split the task below into exactly {n} "
@@ -39,6 +31,8 @@ REDUCER_PROMPT = (
     "You are the reducer. Merge the answers of {n} agents to the task below into one "
     "coherent final answer."
 )
+DEFAULT_PLANNER = AgentSpec(name="planner", role="You plan.", model="swarmd-smart")
+DEFAULT_REDUCER = AgentSpec(name="reducer", role="You merge answers.", model="swarmd-smart")
 _NUMBERED = re.compile(r"^\s*(\d+)[.)]\s+(.*\S)\s*$")
 
 
@@ -53,104 +47,52 @@ def parse_subtasks(text: str, n: int, task: str) -> list[str]:
     return subtasks
 
 
-def _status(ctx: DaprWorkflowContext, progress: Progress) -> None:
-    ctx.set_custom_status(progress.model_dump_json())
-
-
 def scatter_gather(
     ctx: DaprWorkflowContext, raw: dict[str, Any]
 ) -> Generator[Any, Any, dict[str, Any]]:
-    inp = ScatterGatherInput.model_validate(raw)
-    n = inp.agents
-    usage = Usage()
-    _status(ctx, Progress(phase="planning", agents_total=n))
+    inp = SwarmInput.model_validate(raw)
+    run = Run(ctx, inp)
+    template = inp.spec.agents[0]
+    n = inp.agents or len(inp.spec.agents)
+    planner = inp.spec.coordinator or DEFAULT_PLANNER
+    reducer = inp.spec.reducer or DEFAULT_REDUCER
+    run.status(phase="planning", agents_total=n)
 
-    plan_req = LLMRequest(
-        run_id=inp.run_id,
-        agent="planner",
-        model=inp.planner_model,
-        user=inp.user,
-        messages=[
-            {"role": "system", "content": PLANNER_PROMPT.format(n=n)},
-            {"role": "user", "content": inp.task},
-        ],
+    system = PLANNER_PROMPT.format(n=n)
+    if inp.spec.coordinator is not None:
+        system = f"{planner.role}\n\n{system}"
+    plan = yield from run.llm(
+        planner,
+        [{"role": "system", "content": system}, {"role": "user", "content": inp.task}],
+        key="planner",
     )
-    plan = LLMResult.model_validate(
-        (yield from call_activity(ctx, names.CALL_LLM, plan_req, inp.retry, key="planner"))
-    )
-    usage = usage.add(plan.usage)
     subtasks = parse_subtasks(plan.content or "", n, inp.task)
+    if (stop := run.stop_reason()) is not None:
+        return (yield from run.finish("", [], stop_reason=stop))
 
-    results: list[AgentOutput | None] = [None] * n
-    pending: dict[Any, int] = {}
-    next_i = 0
-    done = 0
+    # with several agents in the spec, subtasks go to them round-robin
+    agents = inp.spec.agents if inp.agents is None else [template]
+    jobs = [
+        (agents[i % len(agents)], subtasks[i], f"agent-{i + 1}", f"agent-{i + 1}") for i in range(n)
+    ]
+    run.status(phase="agents", agents_total=n)
+    results, stop = yield from run.bounded(jobs, on_done=lambda done: run.status(agents_done=done))
+    outputs: list[AgentOutput] = [r for r in results if r is not None]
+    if stop is not None:
+        return (yield from run.finish("", outputs, stop_reason=stop))
 
-    def start(i: int) -> None:
-        agent = AgentInput(
-            run_id=inp.run_id,
-            agent=f"agent-{i + 1}",
-            role_prompt=inp.agent_role,
-            task=subtasks[i],
-            model=inp.agent_model,
-            max_turns=inp.agent_max_turns,
-            user=inp.user,
-            retry=inp.retry,
-        )
-        child: Any = ctx.call_child_workflow(
-            names.AGENT_LOOP, input=agent, instance_id=f"{ctx.instance_id}.agent-{i + 1}"
-        )
-        pending[child] = i
-
-    while next_i < n and len(pending) < inp.max_parallel:
-        start(next_i)
-        next_i += 1
-    _status(ctx, Progress(phase="agents", agents_total=n, usage=usage))
-    while pending:
-        finished = yield when_any(list(pending))
-        i = pending.pop(finished)
-        try:
-            out = AgentOutput.model_validate(finished.get_result())
-        except TaskFailedError as err:
-            out = AgentOutput(
-                agent=f"agent-{i + 1}",
-                status="failed",
-                content="",
-                turns=0,
-                usage=Usage(),
-                error=err.details.message,
-            )
-        results[i] = out
-        usage = usage.add(out.usage)
-        done += 1
-        if next_i < n:
-            start(next_i)
-            next_i += 1
-        _status(ctx, Progress(phase="agents", agents_done=done, agents_total=n, usage=usage))
-
-    outputs = [r for r in results if r is not None]
     answered = [r for r in outputs if r.status != "failed"]
-    _status(ctx, Progress(phase="reducing", agents_done=done, agents_total=n, usage=usage))
+    run.status(phase="reducing")
     merged = "\n\n".join(f"## {r.agent}\n{r.content}" for r in answered)
-    reduce_req = LLMRequest(
-        run_id=inp.run_id,
-        agent="reducer",
-        model=inp.reducer_model,
-        user=inp.user,
-        messages=[
-            {"role": "system", "content": REDUCER_PROMPT.format(n=len(answered))},
+    system = REDUCER_PROMPT.format(n=len(answered))
+    if inp.spec.reducer is not None:
+        system = f"{reducer.role}\n\n{system}"
+    final = yield from run.llm(
+        reducer,
+        [
+            {"role": "system", "content": system},
             {"role": "user", "content": f"Task: {inp.task}\n\nAnswers:\n{merged}"},
         ],
+        key="reducer",
     )
-    final = LLMResult.model_validate(
-        (yield from call_activity(ctx, names.CALL_LLM, reduce_req, inp.retry, key="reducer"))
-    )
-    usage = usage.add(final.usage)
-    _status(ctx, Progress(phase="done", agents_done=done, agents_total=n, usage=usage))
-    return RunOutput(
-        swarm="scatter_gather",
-        answer=final.content or "",
-        agent_results=outputs,
-        usage=usage,
-        failed_agents=len(outputs) - len(answered),
-    ).model_dump()
+    return (yield from run.finish(final.content or "", outputs))

@@ -15,8 +15,9 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from swarmd import __version__
-from swarmd.api import locks, runs
+from swarmd.api import locks, run_control, runs
 from swarmd.config import Settings
+from swarmd.engine.spec import SpecRegistry
 from swarmd.errors import PayloadTooLarge, SwarmdError
 
 log = logging.getLogger("swarmd.api")
@@ -94,6 +95,7 @@ def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.specs = SpecRegistry.for_settings(settings.specs_dir)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     @app.exception_handler(SwarmdError)
@@ -139,6 +141,7 @@ def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
 
     app.include_router(runs.router)
     app.include_router(locks.router)
+    app.include_router(run_control.router)
     return app
 
 

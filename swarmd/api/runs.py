@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from typing import Any, Literal
@@ -15,12 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from swarmd.api.deps import SettingsDep, WorkflowClientDep, get_wf_client, require_token
 from swarmd.engine import names
-from swarmd.engine.models import Progress, ScatterGatherInput, Usage
+from swarmd.engine.models import Progress, SwarmInput, Usage
+from swarmd.engine.spec import SpecRegistry, parse_spec
 from swarmd.errors import (
     DependencyUnavailable,
     RunConflict,
     RunNotFound,
-    UnknownSwarm,
     ValidationFailed,
 )
 
@@ -41,14 +42,31 @@ _STATUS: dict[WorkflowStatus, RunStatus] = {
 }
 
 
-class StartRun(BaseModel):
-    """Body of ``POST /v1/runs``."""
+class RunInputBody(BaseModel):
+    """``input`` of a start request."""
 
     model_config = ConfigDict(extra="forbid")
-    swarm: str = Field(
-        description="Swarm pattern, e.g. 'scatter_gather'", examples=["scatter_gather"]
+    task: str = Field(min_length=1, max_length=100_000, description="what the swarm should do")
+    agents: int | None = Field(
+        None, ge=1, le=10_000, description="scatter_gather: how many agents to fan out to"
     )
-    input: dict[str, Any] = Field(description="Pattern input, e.g. {'task': '...', 'agents': 5}")
+    user: str | None = Field(None, max_length=200, description="end user id, seen by the gateway")
+    max_parallel: int | None = Field(
+        None, ge=1, le=10_000, description="override the spec's limits.max_parallel"
+    )
+
+
+class StartRun(BaseModel):
+    """Body of ``POST /v1/runs``: a named swarm (``swarm``) or an inline ``spec``."""
+
+    model_config = ConfigDict(extra="forbid")
+    swarm: str | None = Field(
+        None,
+        description="name of a swarm spec (built-in: scatter_gather, supervisor, debate, pipeline)",
+        examples=["scatter_gather"],
+    )
+    spec: dict[str, Any] | None = Field(None, description="an inline swarm spec")
+    input: dict[str, Any] = Field(description="e.g. {'task': '...', 'agents': 5}")
     run_id: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$",
@@ -75,20 +93,31 @@ class RunView(BaseModel):
     updated_at: str | None = None
 
 
-def build_input(body: StartRun, run_id: str) -> ScatterGatherInput:
-    if body.swarm not in names.SWARMS:
-        raise UnknownSwarm(
-            f"unknown swarm {body.swarm!r}; known: {', '.join(sorted(names.SWARMS))}",
-            field="swarm",
-        )
+def build_input(body: StartRun, run_id: str, specs: SpecRegistry) -> SwarmInput:
+    if body.spec is not None:
+        spec = parse_spec(body.spec)
+    elif body.swarm is not None:
+        spec = specs.get(body.swarm)
+    else:
+        raise ValidationFailed("swarm: give a swarm name or an inline spec", field="swarm")
     try:
-        return ScatterGatherInput.model_validate({**body.input, "run_id": run_id})
+        req = RunInputBody.model_validate(body.input)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in ("input", *first["loc"]))
+        errors = [_err(e) for e in exc.errors()]
         raise ValidationFailed(
-            f"{loc}: {first['msg']}", field=loc, errors=[_err(e) for e in exc.errors()]
+            f"{errors[0]['field']}: {errors[0]['message']}", field=errors[0]["field"], errors=errors
         ) from exc
+    if req.max_parallel is not None:
+        spec = spec.model_copy(
+            update={"limits": spec.limits.model_copy(update={"max_parallel": req.max_parallel})}
+        )
+    if req.agents is not None and spec.pattern != "scatter_gather":
+        raise ValidationFailed(
+            f"input.agents: only scatter_gather takes an agent count "
+            f"({spec.name} is a {spec.pattern})",
+            field="input.agents",
+        )
+    return SwarmInput(run_id=run_id, task=req.task, spec=spec, agents=req.agents, user=req.user)
 
 
 def _err(e: Any) -> dict[str, Any]:
@@ -96,7 +125,10 @@ def _err(e: Any) -> dict[str, Any]:
 
 
 def view(state: WorkflowState) -> RunView:
-    swarm = next((k for k, v in names.SWARMS.items() if v == state.name), state.name)
+    swarm: str | None = state.name
+    if state.serialized_input:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            swarm = json.loads(state.serialized_input)["spec"]["name"]
     progress = None
     if state.serialized_custom_status:
         try:
@@ -134,13 +166,13 @@ async def start_run(
 ) -> RunAccepted:
     """Start a swarm run. Answers 202 with the run id; 200 if ``run_id`` already exists."""
     run_id = body.run_id or uuid.uuid4().hex
-    inp = build_input(body, run_id)
-    if inp.agents > settings.max_agents:
+    inp = build_input(body, run_id, request.app.state.specs)
+    if (inp.agents or len(inp.spec.agents)) > settings.max_agents:
         raise ValidationFailed(
             f"input.agents: at most {settings.max_agents} agents per run", field="input.agents"
         )
     client = get_wf_client(request)  # after validation: bad input is 4xx even without a sidecar
-    wf_name = names.SWARMS[body.swarm]
+    wf_name = names.PATTERNS[inp.spec.pattern]
     if body.run_id:
         existing = await fetch_state(client, run_id)
         if existing is not None:
@@ -152,13 +184,13 @@ async def start_run(
         if existing is None:
             raise
         return _existing(existing, wf_name, inp, response, cause=exc)
-    return RunAccepted(run_id=run_id, swarm=body.swarm, status="pending", created=True)
+    return RunAccepted(run_id=run_id, swarm=inp.spec.name, status="pending", created=True)
 
 
 def _existing(
     state: WorkflowState,
     wf_name: str,
-    inp: ScatterGatherInput,
+    inp: SwarmInput,
     response: Response,
     cause: Exception | None = None,
 ) -> RunAccepted:
@@ -174,9 +206,11 @@ def _existing(
             field="run_id",
         ) from cause
     response.status_code = status.HTTP_200_OK
-    swarm = next(k for k, v in names.SWARMS.items() if v == wf_name)
     return RunAccepted(
-        run_id=state.instance_id, swarm=swarm, status=_STATUS[state.runtime_status], created=False
+        run_id=state.instance_id,
+        swarm=inp.spec.name,
+        status=_STATUS[state.runtime_status],
+        created=False,
     )
 
 

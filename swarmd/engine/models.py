@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from swarmd.engine.spec import SwarmSpec
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -89,28 +91,32 @@ class AgentOutput(_Model):
     error: str | None = None
 
 
-class ScatterGatherInput(_Model):
-    """Input of the ``swarmd.scatter_gather`` workflow."""
+class SwarmInput(_Model):
+    """Input of every pattern workflow: the spec travels with the run, so a later
+    change to the spec files never changes a run in flight."""
 
     run_id: str
-    task: str = Field(min_length=1, max_length=20_000)
-    agents: int = Field(ge=1, le=10_000)
-    max_parallel: int = Field(50, ge=1, le=10_000)
-    planner_model: str = "swarmd-smart"
-    agent_model: str = "swarmd-fast"
-    reducer_model: str = "swarmd-smart"
-    agent_role: str = "You are a careful analyst. Answer your subtask concisely."
-    agent_max_turns: int = Field(4, ge=1, le=50)
-    user: str | None = None
+    task: str = Field(min_length=1, max_length=100_000)
+    spec: SwarmSpec
+    agents: int | None = Field(
+        None, ge=1, le=10_000, description="scatter_gather: how many agents to fan out to"
+    )
+    user: str | None = Field(None, max_length=200)
     retry: RetrySpec = Field(default_factory=RetrySpec)
 
 
 class RunOutput(_Model):
     swarm: str
+    pattern: str
     answer: str
     agent_results: list[AgentOutput]
     usage: Usage
     failed_agents: int = 0
+    rounds: int = 0
+    #: why the run stopped early: "token_budget" or "deadline"; None when it finished
+    stop_reason: str | None = None
+    #: set when the spec has an approval gate: what the approver said
+    approved: bool | None = None
 
 
 class Progress(_Model):

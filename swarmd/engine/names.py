@@ -9,13 +9,19 @@ from typing import Final
 
 # Workflows
 SCATTER_GATHER: Final = "swarmd.scatter_gather"
+SUPERVISOR: Final = "swarmd.supervisor"
+DEBATE: Final = "swarmd.debate"
+PIPELINE: Final = "swarmd.pipeline"
 AGENT_LOOP: Final = "swarmd.agent_loop"
 
 # Activities
 CALL_LLM: Final = "swarmd.call_llm"
 CALL_TOOL: Final = "swarmd.call_tool"
 
-#: swarm name in the API -> workflow registration name
-SWARMS: Final[dict[str, str]] = {
+#: spec pattern -> workflow registration name
+PATTERNS: Final[dict[str, str]] = {
     "scatter_gather": SCATTER_GATHER,
+    "supervisor": SUPERVISOR,
+    "debate": DEBATE,
+    "pipeline": PIPELINE,
 }

@@ -20,11 +20,17 @@ from swarmd.config import Settings
 from swarmd.engine import names
 from swarmd.logs import JsonFormatter
 from swarmd.workflows.agent_loop import agent_loop
+from swarmd.workflows.debate import debate
+from swarmd.workflows.pipeline import pipeline
 from swarmd.workflows.scatter_gather import scatter_gather
+from swarmd.workflows.supervisor import supervisor
 
 #: registration name -> workflow function (the wire contract, see names.py)
 WORKFLOWS: dict[str, Callable[..., Any]] = {
     names.SCATTER_GATHER: scatter_gather,
+    names.SUPERVISOR: supervisor,
+    names.DEBATE: debate,
+    names.PIPELINE: pipeline,
     names.AGENT_LOOP: agent_loop,
 }
 
