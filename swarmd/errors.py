@@ -8,6 +8,7 @@
     │   ├── UnknownSwarm             422 no such swarm pattern (names the field)
     │   ├── RunNotFound              404 no such run id
     │   ├── RunConflict              409 run id reused with a different request
+    │   ├── RunStateConflict         409 the run's status does not allow that action
     │   ├── LockBusy                 409 a distributed lock is held by another owner
     │   ├── LockNotHeld              404 this process does not hold that lock
     │   ├── Unauthorized             401 missing or wrong bearer token
@@ -69,6 +70,13 @@ class RunNotFound(RequestError):
 class RunConflict(RequestError):
     status_code = 409
     code = "run_conflict"
+
+
+class RunStateConflict(RequestError):
+    """E.g. resuming a run that is not suspended, or purging one still running."""
+
+    status_code = 409
+    code = "run_state_conflict"
 
 
 class LockBusy(RequestError):

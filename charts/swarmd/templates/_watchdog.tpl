@@ -32,6 +32,18 @@ namespace and finds the app's pid by SWARMD_WATCHDOG_APP_CMDLINE.
       value: "3500"
     - name: DAPR_GRPC_PORT
       value: "50001"
+    - name: SWARMD_WATCHDOG_PORT
+      value: {{ $wd.port | quote }}
+    # The watchdog reads the owner registry from the app's state store.
+    - name: SWARMD_STATE_STORE
+      value: {{ .Values.dapr.stateStore.name | quote }}
+    {{- with .Values.dapr.apiTokenSecret }}
+    - name: DAPR_API_TOKEN
+      valueFrom:
+        secretKeyRef:
+          name: {{ . }}
+          key: token
+    {{- end }}
     {{- with $wd.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
