@@ -5,7 +5,9 @@ Tools:
 * ``calculator``: safe arithmetic (an AST walk over numbers and + - * / // % **).
 * ``http_get``: GET of a URL whose host is on the operator's allow-list.
 * ``memory_write`` / ``memory_read``: the agent's memory in the Dapr state
-  store, keyed by user (or run) and agent, with a TTL.
+  store, keyed by user (or run) and agent, with a TTL. ``append`` is a
+  read-modify-write under a distributed lock on the key, so concurrent runs of
+  the same user never lose each other's lines.
 
 An agent can only call the tools its spec allows (checked here again, not only
 when the model is offered the tools). Bad arguments are the model's mistake:
@@ -15,9 +17,11 @@ they return an error result to the model instead of failing the step.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import operator
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -26,7 +30,12 @@ import httpx
 from dapr.ext.workflow import WorkflowActivityContext
 from pydantic import BaseModel, ConfigDict
 
-from swarmd.errors import NonRetryableActivityError, RetryableActivityError
+from swarmd.errors import (
+    DependencyUnavailable,
+    LockBusy,
+    NonRetryableActivityError,
+    RetryableActivityError,
+)
 
 TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
     "calculator": {
@@ -52,7 +61,14 @@ TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
         "description": "Remember a value under a key for later turns or runs.",
         "parameters": {
             "type": "object",
-            "properties": {"key": {"type": "string"}, "value": {"type": "string"}},
+            "properties": {
+                "key": {"type": "string"},
+                "value": {"type": "string"},
+                "append": {
+                    "type": "boolean",
+                    "description": "Add the value as a new line instead of replacing",
+                },
+            },
             "required": ["key", "value"],
         },
     },
@@ -130,6 +146,8 @@ def safe_eval(expression: str) -> float | int:
 
 StateGet = Callable[[str], Awaitable[str | None]]
 StatePut = Callable[[str, str, int], Awaitable[None]]
+#: ``lock(resource, ttl_s, wait_s=...)``: an exclusive distributed lock while the block runs
+LockFn = Callable[..., AbstractAsyncContextManager[Any]]
 
 
 @dataclass(frozen=True)
@@ -141,11 +159,28 @@ class ToolDeps:
     state_get: StateGet
     state_put: StatePut
     memory_ttl_s: int = 7 * 24 * 3600
+    lock: LockFn | None = None
 
 
 def memory_key(req: ToolRequest, key: str) -> str:
     owner = f"user:{req.user}" if req.user else f"run:{req.run_id}"
-    return f"memory||{owner}||{req.agent}||{key}"
+    full = f"memory|{owner}|{req.agent}|{key}"
+    if "||" in full:  # Dapr refuses state keys holding its own separator
+        raise ToolArgumentError("memory keys may not contain '||'")
+    return full
+
+
+async def memory_append(deps: ToolDeps, key: str, value: str) -> None:
+    """Read-modify-write of one memory key under a per-key lock."""
+    if deps.lock is None:
+        raise NonRetryableActivityError("memory_write append needs the lock store")
+    resource = "memory." + hashlib.sha256(key.encode()).hexdigest()[:40]
+    try:
+        async with deps.lock(resource, 30, wait_s=10.0):
+            old = await deps.state_get(key)
+            await deps.state_put(key, value if not old else f"{old}\n{value}", deps.memory_ttl_s)
+    except (LockBusy, DependencyUnavailable) as exc:
+        raise RetryableActivityError(f"memory_write append: {exc.message}") from exc
 
 
 async def run_tool(deps: ToolDeps, req: ToolRequest, args: dict[str, Any]) -> dict[str, Any]:
@@ -162,9 +197,11 @@ async def run_tool(deps: ToolDeps, req: ToolRequest, args: dict[str, Any]) -> di
             raise RetryableActivityError(f"http_get failed: {exc}") from exc
         return {"status": resp.status_code, "body": resp.text[:4096]}
     if req.name == "memory_write":
-        await deps.state_put(
-            memory_key(req, str(args["key"])), str(args["value"]), deps.memory_ttl_s
-        )
+        key = memory_key(req, str(args["key"]))
+        if args.get("append"):
+            await memory_append(deps, key, str(args["value"]))
+            return {"ok": True, "appended": True}
+        await deps.state_put(key, str(args["value"]), deps.memory_ttl_s)
         return {"ok": True}
     if req.name == "memory_read":
         return {"value": await deps.state_get(memory_key(req, str(args["key"])))}

@@ -123,14 +123,22 @@ class LockManager:
             check_resource(marker, "marker")
         if not 1 <= ttl_s <= MAX_TTL_S:
             raise ValidationFailed(f"ttl_s: between 1 and {MAX_TTL_S}", field="ttl_s")
-        with self._mu:
-            if resource in self._held or resource in self._pending:
+        deadline = time.monotonic() + wait_s
+        delay = 0.01
+        while True:  # another task of this process has it: wait as for another owner
+            with self._mu:
+                if resource not in self._held and resource not in self._pending:
+                    self._pending.add(resource)
+                    break
+            if time.monotonic() + delay > deadline:
                 raise LockBusy(
                     f"lock {resource!r} is already held by this process", field="resource"
                 )
-            self._pending.add(resource)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
         try:
-            return await self._acquire(resource, ttl_s, wait_s, marker, marker_value)
+            left = max(0.0, deadline - time.monotonic())
+            return await self._acquire(resource, ttl_s, left, marker, marker_value)
         finally:
             with self._mu:
                 self._pending.discard(resource)

@@ -67,6 +67,7 @@ class Engine:
                 allowed_hosts=frozenset(),
                 state_get=self.state.get_text,
                 state_put=self.state.put_text,
+                lock=self.locks.hold if self.locks is not None else None,
             )
             self.runtime = build_runtime(s, llm, deps)
             await asyncio.to_thread(self.runtime.start)
