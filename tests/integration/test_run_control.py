@@ -218,6 +218,27 @@ def test_events_go_to_live_runs_and_finished_runs_refuse_them(
         assert api.post(f"/v1/runs/{run_id}/{action}").status_code == 409, action
 
 
+def test_approval_event_through_the_api_releases_the_gate(api: httpx.Client) -> None:
+    spec = {
+        "name": "gated",
+        "pattern": "pipeline",
+        "approval": True,
+        "agents": [{"name": "w", "role": "You write."}],
+    }
+    r = api.post("/v1/runs", json={"spec": spec, "input": {"task": "Draft a memo"}})
+    assert r.status_code == 202, r.text
+    run_id = r.json()["run_id"]
+    wait_until(
+        lambda: (get(api, run_id)["progress"] or {}).get("phase") == "awaiting_approval",
+        60,
+        "the approval gate",
+    )
+    r = api.post(f"/v1/runs/{run_id}/events/approval", json={"approved": False, "by": "ops"})
+    assert r.status_code == 202 and r.json()["previous_status"] == "running", r.text
+    view = wait_run(api, run_id)
+    assert view["status"] == "completed" and view["output"]["approved"] is False, view
+
+
 ENDPOINTS = [
     ("GET", "/v1/runs/{}/stream"),
     ("POST", "/v1/runs/{}/events/approval"),
