@@ -76,7 +76,9 @@ class Ports:
     dapr_grpc: int = 20001
     dapr_internal_grpc: int = 20002
     dapr_metrics: int = 20092
-    redis: int = 16379  # not 6379: keep clear of a system Redis
+    # Not 6379 (a system Redis); no other port ends in 99, so no offset in steps of
+    # 100 lands one stack's Redis on another stack's port.
+    redis: int = 16399
     watchdog: int = 8081
 
     @classmethod
