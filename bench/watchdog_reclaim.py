@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     offset = int(os.environ.get("SWARMD_BENCH_PORT_OFFSET", "4300"))
     with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
-        stack = Stack(data_dir=Path(tmp), ports=Ports.with_offset(offset), app_mode="direct")
+        stack = Stack(data_dir=Path(tmp), ports=Ports.for_tests(offset), app_mode="direct")
         print(f"starting the stack (offset {offset}) ...", flush=True)
         stack.start()
         try:

@@ -23,9 +23,12 @@ TEST_OFFSET = int(os.environ.get("SWARMD_TEST_PORT_OFFSET", "1000"))
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One stack for the session, app and daprd as direct processes (crash tests kill them)."""
-    s = Stack(data_dir=tmp_path_factory.mktemp("stack"), ports=Ports.with_offset(TEST_OFFSET),
-              app_mode="direct",
-              app_env={"SWARMD_SSE_KEEPALIVE_S": "0.5"})  # run streams: keep-alives show in tests
+    s = Stack(
+        data_dir=tmp_path_factory.mktemp("stack"),
+        ports=Ports.for_tests(TEST_OFFSET),
+        app_mode="direct",
+        app_env={"SWARMD_SSE_KEEPALIVE_S": "0.5"},
+    )  # run streams: keep-alives show in tests
     s.start()
     try:
         yield s

@@ -82,6 +82,18 @@ class Ports:
     watchdog: int = 8081
 
     @classmethod
+    def block(cls, base: int) -> Ports:
+        """Every port in one contiguous block from ``base`` (for test stacks: blocks
+        that do not overlap never collide, which uniformly shifted sets can)."""
+        names = list(cls.__dataclass_fields__)
+        return cls(**{n: base + i for i, n in enumerate(names)})
+
+    @classmethod
+    def for_tests(cls, slot: int) -> Ports:
+        """Test stack number ``slot // 100`` (slots are multiples of 100)."""
+        return cls.block(21000 + (slot // 100) * 25)
+
+    @classmethod
     def with_offset(cls, offset: int) -> Ports:
         base = cls()
         return cls(**{k: v + offset for k, v in base.__dict__.items()})
@@ -640,7 +652,10 @@ def run_demo(stack: Stack, task: str, agents: int) -> int:
 def main(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else ROOT / ".data"
     offset = int(os.environ.get("SWARMD_PORT_OFFSET", "0"))
-    stack = Stack(data_dir=data_dir, ports=Ports.with_offset(offset), app_mode="cli")
+    ports = Ports.with_offset(offset)
+    if os.environ.get("SWARMD_PORT_BASE"):  # tests: one contiguous block
+        ports = Ports.block(int(os.environ["SWARMD_PORT_BASE"]))
+    stack = Stack(data_dir=data_dir, ports=ports, app_mode="cli")
     stopping = False
 
     def on_signal(signum: int, _: Any) -> None:
