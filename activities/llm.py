@@ -15,6 +15,7 @@ from dapr.ext.workflow import WorkflowActivityContext
 from openai import AsyncOpenAI
 
 from swarmd.engine.models import LLMRequest, LLMResult, ToolCall, Usage
+from swarmd.engine.payloads import PayloadStore
 from swarmd.errors import NonRetryableActivityError, RetryableActivityError
 
 CallLLM = Callable[[WorkflowActivityContext, LLMRequest], Awaitable[dict[str, Any]]]
@@ -35,38 +36,54 @@ def classify(exc: Exception) -> Exception:
     return NonRetryableActivityError(f"{type(exc).__name__}: {exc}")
 
 
-def make_call_llm(client: AsyncOpenAI) -> CallLLM:
-    """Build the activity around a client created by the entrypoint."""
+async def complete(
+    client: AsyncOpenAI, req: LLMRequest, payloads: PayloadStore | None = None
+) -> LLMResult:
+    """One chat completion through the gateway, errors classified for the engine.
+
+    With ``payloads``, reference markers in the prompt are resolved before the
+    call and an answer above the threshold comes back as a marker (see
+    ``swarmd.engine.payloads``), so big texts never travel through history.
+    """
+    messages = req.messages
+    if payloads is not None:
+        messages = await payloads.resolve_messages(messages)
+    kwargs: dict[str, Any] = {"model": req.model, "messages": messages}
+    if req.tools:
+        kwargs["tools"] = req.tools
+    if req.max_tokens:
+        kwargs["max_tokens"] = req.max_tokens
+    if req.user:
+        kwargs["user"] = req.user
+    metadata = {"swarmd_run_id": req.run_id, "swarmd_agent": req.agent}
+    try:
+        resp = await client.chat.completions.create(**kwargs, extra_body={"metadata": metadata})
+    except openai.OpenAIError as exc:
+        raise classify(exc) from exc
+    if not resp.choices:
+        raise RetryableActivityError("gateway returned no choices")
+    msg = resp.choices[0].message
+    calls = [
+        ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
+        for c in (msg.tool_calls or [])
+        if c.type == "function"
+    ]
+    usage = Usage(
+        prompt_tokens=resp.usage.prompt_tokens if resp.usage else 0,
+        completion_tokens=resp.usage.completion_tokens if resp.usage else 0,
+        calls=1,
+    )
+    content = msg.content
+    if payloads is not None:
+        content = await payloads.offload(req.run_id, content)
+    return LLMResult(content=content, tool_calls=calls, model=resp.model or req.model, usage=usage)
+
+
+def make_call_llm(client: AsyncOpenAI, payloads: PayloadStore | None = None) -> CallLLM:
+    """Build the ``swarmd.call_llm`` activity around clients made by the entrypoint."""
 
     async def call_llm(ctx: WorkflowActivityContext, req: LLMRequest) -> dict[str, Any]:
-        req = LLMRequest.model_validate(req)
-        kwargs: dict[str, Any] = {"model": req.model, "messages": req.messages}
-        if req.tools:
-            kwargs["tools"] = req.tools
-        if req.max_tokens:
-            kwargs["max_tokens"] = req.max_tokens
-        if req.user:
-            kwargs["user"] = req.user
-        metadata = {"swarmd_run_id": req.run_id, "swarmd_agent": req.agent}
-        try:
-            resp = await client.chat.completions.create(**kwargs, extra_body={"metadata": metadata})
-        except openai.OpenAIError as exc:
-            raise classify(exc) from exc
-        if not resp.choices:
-            raise RetryableActivityError("gateway returned no choices")
-        msg = resp.choices[0].message
-        calls = [
-            ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
-            for c in (msg.tool_calls or [])
-            if c.type == "function"
-        ]
-        usage = Usage(
-            prompt_tokens=resp.usage.prompt_tokens if resp.usage else 0,
-            completion_tokens=resp.usage.completion_tokens if resp.usage else 0,
-            calls=1,
-        )
-        return LLMResult(
-            content=msg.content, tool_calls=calls, model=resp.model or req.model, usage=usage
-        ).model_dump()
+        result = await complete(client, LLMRequest.model_validate(req), payloads)
+        return result.model_dump()
 
     return call_llm

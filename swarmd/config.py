@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     specs_dir: Path | None = Field(
         None, description="Extra directory of swarm specs (*.yaml/*.json); overrides built-ins"
     )
+    payload_ref_bytes: int = Field(
+        256_000, ge=1024, description="LLM answers above this travel through history by reference"
+    )
     max_concurrent_activities: int = Field(
         200, ge=1, description="Activity work items this process runs at once"
     )

@@ -18,7 +18,10 @@ from typing import Any
 
 from dapr.ext.workflow import DaprWorkflowContext
 
+from swarmd.activities.reduce import ReduceProgress, ReduceRequest
+from swarmd.engine import names
 from swarmd.engine.models import AgentOutput, SwarmInput
+from swarmd.engine.retry import call_activity
 from swarmd.engine.spec import AgentSpec
 from swarmd.workflows.steps import Run
 
@@ -45,6 +48,23 @@ def parse_subtasks(text: str, n: int, task: str) -> list[str]:
     for i in range(len(subtasks), n):
         subtasks.append(f"Part {i + 1} of {n} of: {task}")
     return subtasks
+
+
+def chunk(sections: list[str], limit: int) -> list[str]:
+    """Group sections, in order, into chunks of at most ``limit`` characters
+    (a single longer section is a chunk of its own)."""
+    chunks: list[str] = []
+    current: list[str] = []
+    size = 0
+    for s in sections:
+        if current and size + len(s) > limit:
+            chunks.append("\n\n".join(current))
+            current, size = [], 0
+        current.append(s)
+        size += len(s) + 2
+    if current:
+        chunks.append("\n\n".join(current))
+    return chunks
 
 
 def scatter_gather(
@@ -83,7 +103,25 @@ def scatter_gather(
 
     answered = [r for r in outputs if r.status != "failed"]
     run.status(phase="reducing")
-    merged = "\n\n".join(f"## {r.agent}\n{r.content}" for r in answered)
+    sections = [f"## {r.agent}\n{r.content}" for r in answered]
+    merged = "\n\n".join(sections)
+    if len(merged) > inp.spec.limits.reduce_chunk_chars:
+        # too long for one prompt: summarise in chunks (one checkpointed activity)
+        chunks = chunk(sections, inp.spec.limits.reduce_chunk_chars)
+        req = ReduceRequest(
+            run_id=inp.run_id,
+            step="reduce-chunks",
+            task=inp.task,
+            model=reducer.model,
+            chunks=chunks,
+            user=inp.user,
+        )
+        raw_progress = yield from call_activity(
+            ctx, names.REDUCE_CHUNKS, req, inp.retry, key="reduce-chunks"
+        )
+        progress = ReduceProgress.model_validate(raw_progress)
+        run.usage = run.usage.add(progress.usage)
+        merged = "\n\n".join(f"## part {i + 1}\n{p}" for i, p in enumerate(progress.partials))
     system = REDUCER_PROMPT.format(n=len(answered))
     if inp.spec.reducer is not None:
         system = f"{reducer.role}\n\n{system}"

@@ -17,7 +17,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swarmd import __version__
 from swarmd.api import locks, run_control, runs
 from swarmd.config import Settings
+from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.spec import SpecRegistry
+from swarmd.engine.state import StateStore
 from swarmd.errors import PayloadTooLarge, SwarmdError
 
 log = logging.getLogger("swarmd.api")
@@ -96,6 +98,7 @@ def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
     )
     app.state.settings = settings
     app.state.specs = SpecRegistry.for_settings(settings.specs_dir)
+    app.state.payloads = PayloadStore(StateStore(settings), settings.payload_ref_bytes)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     @app.exception_handler(SwarmdError)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from swarmd.api.deps import SettingsDep, WorkflowClientDep, get_wf_client, require_token
 from swarmd.engine import names
 from swarmd.engine.models import Progress, SwarmInput, Usage
+from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.spec import SpecRegistry, parse_spec
 from swarmd.errors import (
     DependencyUnavailable,
@@ -227,9 +228,14 @@ async def fetch_state(client: DaprWorkflowClient, run_id: str) -> WorkflowState 
 
 
 @router.get("/{run_id}", response_model=RunView)
-async def get_run(run_id: str, client: WorkflowClientDep) -> RunView:
+async def get_run(run_id: str, client: WorkflowClientDep, request: Request) -> RunView:
     """Status, progress, token usage, and the output or error of a run."""
     state = await fetch_state(client, run_id)
     if state is None:
         raise RunNotFound(f"no run with id {run_id!r}", field="run_id")
-    return view(state)
+    result = view(state)
+    if result.output is not None and "[[swarmd-ref:" in (state.serialized_output or ""):
+        # large agent answers travelled by reference: show the real text
+        payloads: PayloadStore = request.app.state.payloads
+        result.output = await payloads.resolve_any(result.output)
+    return result

@@ -16,6 +16,7 @@ Deterministic answer rules (a real model would follow the same instructions):
 * With ``tools`` offered and a user message containing
   ``use tool NAME with {json}``, the first answer is that tool call; after the
   tool result arrives the answer quotes it.
+* A user message saying ``answer in N kilobytes`` gets exactly N KiB of text.
 * Anything else: ``<hash>: <summary of the last user message>``. The answer
   does not depend on which deployment (model name) served it, so a run's
   output is the same whichever way the gateway routed its calls.
@@ -119,6 +120,7 @@ def _text(content: Any) -> str:
 _SUBTASKS = re.compile(r"exactly (\d+) subtasks", re.I)
 _WORKERS = re.compile(r"Workers:\s*([\w\-, ]+)", re.I)
 _ROUNDS = re.compile(r"Rounds so far:\s*(\d+)", re.I)
+_SIZE = re.compile(r"answer in (\d+) kilobytes", re.I)
 _TOOL = re.compile(r"use tool ([\w\-]+) with (\{.*?\})", re.I | re.S)
 
 
@@ -165,6 +167,12 @@ def answer(model: str, messages: list[dict[str, Any]], tools: list[Any] | None) 
         if not workers or rounds >= len(workers):
             return {"role": "assistant", "content": "DONE"}
         return {"role": "assistant", "content": workers[rounds % len(workers)]}
+
+    size = _SIZE.search(last_user)
+    if size:
+        filler = f"{digest} " * 128  # 1152 bytes per line, deterministic
+        kib = int(size.group(1))
+        return {"role": "assistant", "content": (filler * kib)[: kib * 1024]}
 
     summary = " ".join(last_user.split()[:40])
     return {"role": "assistant", "content": f"{digest}: {summary}"}

@@ -17,6 +17,7 @@ AGENT_LOOP: Final = "swarmd.agent_loop"
 # Activities
 CALL_LLM: Final = "swarmd.call_llm"
 CALL_TOOL: Final = "swarmd.call_tool"
+REDUCE_CHUNKS: Final = "swarmd.reduce_chunks"
 
 #: spec pattern -> workflow registration name
 PATTERNS: Final[dict[str, str]] = {

@@ -15,9 +15,12 @@ from dapr.ext.workflow import WorkflowRuntime
 from dapr.ext.workflow.logger import LoggerOptions
 
 from swarmd.activities.llm import make_call_llm
+from swarmd.activities.reduce import make_reduce_chunks
 from swarmd.activities.tools import ToolDeps, make_call_tool
 from swarmd.config import Settings
 from swarmd.engine import names
+from swarmd.engine.payloads import PayloadStore
+from swarmd.engine.state import StateStore
 from swarmd.logs import JsonFormatter
 from swarmd.workflows.agent_loop import agent_loop
 from swarmd.workflows.debate import debate
@@ -52,7 +55,9 @@ def sdk_logger_options(settings: Settings) -> LoggerOptions:
     return LoggerOptions(log_level=settings.sdk_log_level, log_handler=handler)
 
 
-def build_runtime(settings: Settings, llm_client: Any, tool_deps: ToolDeps) -> WorkflowRuntime:
+def build_runtime(
+    settings: Settings, llm_client: Any, tool_deps: ToolDeps, state: StateStore
+) -> WorkflowRuntime:
     rt = WorkflowRuntime(
         logger_options=sdk_logger_options(settings),
         host="127.0.0.1",
@@ -63,6 +68,8 @@ def build_runtime(settings: Settings, llm_client: Any, tool_deps: ToolDeps) -> W
     )
     for name, wf in WORKFLOWS.items():
         rt.register_workflow(_fresh(wf), name=name)
-    rt.register_activity(make_call_llm(llm_client), name=names.CALL_LLM)
+    payloads = PayloadStore(state, settings.payload_ref_bytes)
+    rt.register_activity(make_call_llm(llm_client, payloads), name=names.CALL_LLM)
+    rt.register_activity(make_reduce_chunks(llm_client, state, payloads), name=names.REDUCE_CHUNKS)
     rt.register_activity(make_call_tool(tool_deps), name=names.CALL_TOOL)
     return rt

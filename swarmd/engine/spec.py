@@ -51,6 +51,9 @@ class Limits(_Spec):
     max_rounds: int = Field(3, ge=1, le=100, description="supervisor / debate rounds")
     token_budget: int | None = Field(None, ge=1, description="stop cleanly past this many")
     deadline_s: int | None = Field(None, ge=1, description="stop cleanly after this long")
+    reduce_chunk_chars: int = Field(
+        50_000, ge=100, description="scatter_gather: reduce in chunks above this many characters"
+    )
 
 
 class SwarmSpec(_Spec):

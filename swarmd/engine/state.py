@@ -15,7 +15,15 @@ from urllib.parse import quote
 import httpx
 
 from swarmd.config import Settings
-from swarmd.errors import RetryableActivityError
+from swarmd.errors import NonRetryableActivityError, RetryableActivityError
+
+
+def _failure(what: str, r: httpx.Response) -> Exception:
+    """4xx is our mistake (a malformed key): retrying cannot help. 5xx may pass."""
+    msg = f"{what} failed: {r.status_code} {r.text[:500]}"
+    if 400 <= r.status_code < 500:
+        return NonRetryableActivityError(msg)
+    return RetryableActivityError(msg)
 
 
 class StateStore:
@@ -40,7 +48,7 @@ class StateStore:
         if r.status_code == 204 or not r.content:
             return None
         if r.status_code >= 300:
-            raise RetryableActivityError(f"state get {key!r} failed: {r.status_code} {r.text}")
+            raise _failure(f"state get {key!r}", r)
         return r.json()
 
     async def put(self, key: str, value: Any, ttl_s: int | None = None) -> None:
@@ -52,7 +60,7 @@ class StateStore:
         except httpx.HTTPError as exc:
             raise RetryableActivityError(f"state store unreachable: {exc}") from exc
         if r.status_code >= 300:
-            raise RetryableActivityError(f"state save {key!r} failed: {r.status_code} {r.text}")
+            raise _failure(f"state save {key!r}", r)
 
     async def delete(self, key: str) -> None:
         try:
@@ -60,7 +68,7 @@ class StateStore:
         except httpx.HTTPError as exc:
             raise RetryableActivityError(f"state store unreachable: {exc}") from exc
         if r.status_code >= 300:
-            raise RetryableActivityError(f"state delete {key!r} failed: {r.status_code}")
+            raise _failure(f"state delete {key!r}", r)
 
     async def get_text(self, key: str) -> str | None:
         v = await self.get(key)

@@ -69,7 +69,7 @@ class Engine:
                 state_put=self.state.put_text,
                 lock=self.locks.hold if self.locks is not None else None,
             )
-            self.runtime = build_runtime(s, llm, deps)
+            self.runtime = build_runtime(s, llm, deps, self.state)
             await asyncio.to_thread(self.runtime.start)
             app.state.wf_client = DaprWorkflowClient(
                 host="127.0.0.1",

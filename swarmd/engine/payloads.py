@@ -1,0 +1,79 @@
+"""Large payloads by reference.
+
+Workflow history travels through the sidecar's gRPC API, whose messages are
+capped (4 MiB by default), and every byte in history is re-read on replay. So
+an LLM answer above ``threshold`` bytes is written to the state store by the
+activity that received it, and only a reference marker travels through
+history: ``[[swarmd-ref:<key>]]``. Markers can be embedded in larger texts
+(a reducer prompt joining many agent answers); activities resolve them right
+before they need the bytes (the next LLM call), and the API resolves them when
+it shows a run's output.
+
+Keys are content-addressed (sha256), scoped by run, so a retried activity
+writes the same key again (idempotent) and purging a run can find them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from typing import Any
+
+from swarmd.engine.state import StateStore
+
+_MARKER = re.compile(r"\[\[swarmd-ref:([A-Za-z0-9_\-|.:]+)\]\]")
+# keys use single "|" separators: Dapr refuses keys holding its own "||"
+
+
+def marker(key: str) -> str:
+    return f"[[swarmd-ref:{key}]]"
+
+
+class PayloadStore:
+    def __init__(self, state: StateStore, threshold_bytes: int, ttl_s: int | None = None) -> None:
+        self.state = state
+        self.threshold = threshold_bytes
+        self.ttl_s = ttl_s
+
+    async def offload(self, run_id: str, text: str | None) -> str | None:
+        """``text`` itself if small, else a marker for it (after storing it)."""
+        if text is None or len(text.encode()) <= self.threshold:
+            return text
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        key = f"payload|{run_id}|{digest}"
+        await self.state.put(key, text, self.ttl_s)
+        return marker(key)
+
+    async def resolve(self, text: str) -> str:
+        """``text`` with every marker replaced by the payload it names."""
+        keys = list(dict.fromkeys(_MARKER.findall(text)))
+        if not keys:
+            return text
+        values = await asyncio.gather(*(self.state.get(k) for k in keys))
+        found = {k: v for k, v in zip(keys, values, strict=True)}
+        missing = [k for k, v in found.items() if v is None]
+        if missing:
+            from swarmd.errors import NonRetryableActivityError
+
+            raise NonRetryableActivityError(f"payload(s) missing from the state store: {missing}")
+        return _MARKER.sub(lambda m: str(found[m.group(1)]), text)
+
+    async def resolve_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for m in messages:
+            content = m.get("content")
+            if isinstance(content, str) and "[[swarmd-ref:" in content:
+                m = {**m, "content": await self.resolve(content)}
+            out.append(m)
+        return out
+
+    async def resolve_any(self, value: Any) -> Any:
+        """Resolve markers anywhere in a JSON-like value (for showing run output)."""
+        if isinstance(value, str):
+            return await self.resolve(value) if "[[swarmd-ref:" in value else value
+        if isinstance(value, list):
+            return [await self.resolve_any(v) for v in value]
+        if isinstance(value, dict):
+            return {k: await self.resolve_any(v) for k, v in value.items()}
+        return value
