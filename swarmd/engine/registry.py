@@ -258,12 +258,24 @@ class OwnerRegistry:
             self._write_lock = asyncio.Lock()
 
             async def boot() -> None:
-                try:
-                    await self._register()
-                    self._beat_task = asyncio.create_task(self._beat_forever())
-                except BaseException as exc:
-                    caller.call_soon_threadsafe(_set_exc, ready, exc)
-                    return
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        await self._register()
+                        break
+                    except DependencyUnavailable as exc:  # the state store may lag daprd
+                        if time.monotonic() > deadline:
+                            caller.call_soon_threadsafe(_set_exc, ready, exc)
+                            return
+                        log.warning(
+                            "owner registration failed; retrying", extra={"error": str(exc)}
+                        )
+                        self.owner = new_owner_id(self.pod)
+                        await asyncio.sleep(0.5)
+                    except BaseException as exc:
+                        caller.call_soon_threadsafe(_set_exc, ready, exc)
+                        return
+                self._beat_task = asyncio.create_task(self._beat_forever())
                 caller.call_soon_threadsafe(_set_result, ready)
 
             boot_task = loop.create_task(boot())
