@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     specs_dir: Path | None = Field(
         None, description="Extra directory of swarm specs (*.yaml/*.json); overrides built-ins"
     )
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="Modules with register(reg) adding workflows/activities (JSON list)",
+    )
     payload_ref_bytes: int = Field(
         256_000, ge=1024, description="LLM answers above this travel through history by reference"
     )

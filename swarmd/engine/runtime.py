@@ -7,8 +7,9 @@ here runs at import time.
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dapr.ext.workflow import WorkflowRuntime
@@ -28,14 +29,43 @@ from swarmd.workflows.pipeline import pipeline
 from swarmd.workflows.scatter_gather import scatter_gather
 from swarmd.workflows.supervisor import supervisor
 
-#: registration name -> workflow function (the wire contract, see names.py)
-WORKFLOWS: dict[str, Callable[..., Any]] = {
-    names.SCATTER_GATHER: scatter_gather,
-    names.SUPERVISOR: supervisor,
-    names.DEBATE: debate,
-    names.PIPELINE: pipeline,
-    names.AGENT_LOOP: agent_loop,
+Workflow = Callable[..., Any]
+
+#: registration name -> its versions, oldest first; the last one is what new runs get.
+#: A run records the version it started on and keeps replaying with that version's
+#: code, so a changed workflow ships as a NEW version appended here while the old
+#: one stays registered until no run in flight uses it (see docs/upgrades.md).
+WORKFLOWS: dict[str, list[tuple[str, Workflow]]] = {
+    names.SCATTER_GATHER: [("v1", scatter_gather)],
+    names.SUPERVISOR: [("v1", supervisor)],
+    names.DEBATE: [("v1", debate)],
+    names.PIPELINE: [("v1", pipeline)],
+    names.AGENT_LOOP: [("v1", agent_loop)],
 }
+
+
+class Registrar:
+    """What a plugin module's ``register(reg)`` gets: add workflows and activities
+    under explicit, stable names (``SWARMD_PLUGINS=pkg.module,...``)."""
+
+    def __init__(self, rt: WorkflowRuntime) -> None:
+        self.rt = rt
+
+    def workflow(self, name: str, versions: Sequence[tuple[str, Workflow]]) -> None:
+        """Register ``versions`` (oldest first, the last is the latest) under ``name``."""
+        if not versions:
+            raise ValueError(f"workflow {name!r}: no versions")
+        for i, (version, fn) in enumerate(versions):
+            self.rt.register_versioned_workflow(
+                _fresh(fn), name=name, version_name=version, is_latest=i == len(versions) - 1
+            )
+
+    def unversioned_workflow(self, name: str, fn: Workflow) -> None:
+        """A workflow without versions: changing it breaks runs in flight. Avoid."""
+        self.rt.register_workflow(_fresh(fn), name=name)
+
+    def activity(self, name: str, fn: Callable[..., Any]) -> None:
+        self.rt.register_activity(_fresh(fn), name=name)
 
 
 def _fresh(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -66,10 +96,13 @@ def build_runtime(
         maximum_concurrent_orchestration_work_items=settings.max_concurrent_activities,
         worker_ready_timeout=60.0,
     )
-    for name, wf in WORKFLOWS.items():
-        rt.register_workflow(_fresh(wf), name=name)
+    reg = Registrar(rt)
+    for name, versions in WORKFLOWS.items():
+        reg.workflow(name, versions)
     payloads = PayloadStore(state, settings.payload_ref_bytes)
     rt.register_activity(make_call_llm(llm_client, payloads), name=names.CALL_LLM)
     rt.register_activity(make_reduce_chunks(llm_client, state, payloads), name=names.REDUCE_CHUNKS)
     rt.register_activity(make_call_tool(tool_deps), name=names.CALL_TOOL)
+    for module in settings.plugins:
+        importlib.import_module(module).register(reg)
     return rt

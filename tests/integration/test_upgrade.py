@@ -1,0 +1,91 @@
+"""Safe upgrades: a run in flight keeps its workflow version across a deploy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from swarmd.devstack.launcher import ROOT, Stack
+from tests.conftest import wait_run, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def deploy(stack: Stack, plugins: list[str]) -> None:
+    """Replace the app process with one running other workflow code (a deploy)."""
+    stack.kill("app", sig=15)  # graceful: SIGTERM, as a rolling update does
+    if plugins:
+        stack.app_env.update(SWARMD_PLUGINS=json.dumps(plugins), PYTHONPATH=str(ROOT))
+    else:
+        stack.app_env.pop("SWARMD_PLUGINS", None)
+        stack.app_env.pop("PYTHONPATH", None)
+    stack.restart_app()
+
+
+@pytest.fixture
+def plugin_stack(stack: Stack) -> Iterator[Stack]:
+    yield stack
+    deploy(stack, [])  # back to the plain app for the other tests
+
+
+def start(stack: Stack, workflow: str, run_id: str) -> None:
+    r = httpx.post(
+        f"http://127.0.0.1:{stack.ports.dapr_http}/v1.0/workflows/dapr/{workflow}"
+        f"/start?instanceID={run_id}",
+        json={},
+    )
+    assert r.status_code < 300, r.text
+
+
+def go(stack: Stack, run_id: str) -> None:
+    r = httpx.post(
+        f"http://127.0.0.1:{stack.ports.dapr_http}/v1.0/workflows/dapr/{run_id}/raiseEvent/go",
+        json={},
+    )
+    assert r.status_code < 300, r.text
+
+
+def waiting(api: httpx.Client, run_id: str) -> bool:
+    view: dict[str, Any] = api.get(f"/v1/runs/{run_id}").json()
+    return (view.get("progress") or {}).get("phase") == "waiting-for-go"
+
+
+def test_in_flight_run_finishes_on_its_version_across_a_deploy(
+    plugin_stack: Stack, api: httpx.Client
+) -> None:
+    stack = plugin_stack
+    deploy(stack, ["tests.plugins.upgrade_v1"])  # deploy A
+    start(stack, "test.upgrade", "upgrade-old")
+    start(stack, "test.upgrade-unversioned", "upgrade-control")
+    wait_until(
+        lambda: waiting(api, "upgrade-old") and waiting(api, "upgrade-control"),
+        what="both runs to wait for 'go'",
+    )
+
+    deploy(stack, ["tests.plugins.upgrade_v2"])  # deploy B: v2 inserts a new first step
+    go(stack, "upgrade-old")
+    go(stack, "upgrade-control")
+
+    old = wait_run(api, "upgrade-old", timeout_s=120)
+    assert old["status"] == "completed", old
+    assert old["output"]["version"] == "v1" and len(old["output"]["answers"]) == 2
+
+    # new runs get the new version
+    start(stack, "test.upgrade", "upgrade-new")
+    wait_until(lambda: waiting(api, "upgrade-new"), what="the v2 run to wait for 'go'")
+    go(stack, "upgrade-new")
+    new = wait_run(api, "upgrade-new", timeout_s=120)
+    assert new["output"]["version"] == "v2" and len(new["output"]["answers"]) == 3
+
+    # the control: the same change without versions corrupts the run in flight. Replay
+    # matches history by activity name only, so v2's new preflight step silently takes
+    # the result recorded for v1's step one, and every later step shifts by one.
+    control = wait_run(api, "upgrade-control", timeout_s=120)
+    print(f"\nunversioned control: {control['status']}, {control['output']}")
+    assert control["output"]["version"] == "v2"
+    preflight_answer = control["output"]["answers"][0]
+    assert "upgrade step one" in preflight_answer  # not the preflight's own answer
