@@ -1,0 +1,85 @@
+"""The gateway config (gateway/litellm.yaml) keeps the promises of the resilience design,
+and the chart's LiteLLM settings say the same. The behaviour itself is exercised on the
+real proxy in tests/integration/test_gateway_resilience.py."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from swarmd.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _gateway() -> dict[str, Any]:
+    cfg: dict[str, Any] = yaml.safe_load((ROOT / "gateway" / "litellm.yaml").read_text())
+    return cfg
+
+
+def _chart_litellm() -> dict[str, Any]:
+    values = yaml.safe_load((ROOT / "charts" / "swarmd" / "values.yaml").read_text())
+    out: dict[str, Any] = values["litellm"]
+    return out
+
+
+def test_every_alias_has_two_deployments_and_fallbacks_reach_a_backup() -> None:
+    cfg = _gateway()
+    aliases = Counter(m["model_name"] for m in cfg["model_list"])
+    assert set(aliases) == {"swarmd-fast", "swarmd-smart", "swarmd-backup"}
+    assert all(n >= 2 for n in aliases.values()), aliases
+    ids = [m["model_info"]["id"] for m in cfg["model_list"]]
+    assert len(set(ids)) == len(ids), "deployment ids must be unique (cooldowns are per id)"
+    fallbacks = {k: v for f in cfg["router_settings"]["fallbacks"] for k, v in f.items()}
+    assert fallbacks == {"swarmd-fast": ["swarmd-backup"], "swarmd-smart": ["swarmd-backup"]}
+
+
+def test_a_hung_provider_costs_less_than_the_apps_llm_timeout() -> None:
+    """Alias then fallback, each ``1 + TimeoutErrorRetries`` attempts of ``timeout`` s, must
+    end before the app's client gives up (SWARMD_LLM_TIMEOUT_S), or the proxy's fallback
+    would never reach the app."""
+    cfg = _gateway()
+    router = cfg["router_settings"]
+    timeouts = {m["litellm_params"]["timeout"] for m in cfg["model_list"]}
+    timeouts |= {router["timeout"], cfg["litellm_settings"]["request_timeout"]}
+    per_attempt = max(timeouts)
+    attempts = 1 + router["retry_policy"]["TimeoutErrorRetries"]
+    worst = per_attempt * attempts * 2  # the alias, then its fallback alias
+    assert worst < Settings().llm_timeout_s, (worst, Settings().llm_timeout_s)
+
+
+def test_retries_are_bounded_and_cooldowns_are_immediate_on_rate_limits() -> None:
+    router = _gateway()["router_settings"]
+    assert router["routing_strategy"] == "latency-based-routing"
+    assert 0 < router["num_retries"] <= 3
+    assert all(0 <= n <= 3 for n in router["retry_policy"].values())
+    assert router["retry_policy"]["BadRequestErrorRetries"] == 0
+    assert router["allowed_fails_policy"]["RateLimitErrorAllowedFails"] == 0
+    assert router["cooldown_time"] > 0
+
+
+def test_every_deployment_passes_the_end_user_id_upstream() -> None:
+    for m in _gateway()["model_list"]:
+        assert "user" in m["litellm_params"].get("allowed_openai_params", []), m
+
+
+def test_chart_router_settings_match_the_gateway_config() -> None:
+    repo = _gateway()
+    chart = _chart_litellm()
+    for key in (
+        "routing_strategy",
+        "routing_strategy_args",
+        "num_retries",
+        "retry_policy",
+        "allowed_fails_policy",
+        "timeout",
+        "fallbacks",
+    ):
+        assert chart["routerSettings"][key] == repo["router_settings"][key], key
+    timeout = repo["litellm_settings"]["request_timeout"]
+    assert chart["litellmSettings"]["request_timeout"] == timeout
+    chart_aliases = Counter(m["model_name"] for m in chart["modelList"])
+    assert chart_aliases == Counter(m["model_name"] for m in repo["model_list"])
