@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup venv dapr redis run demo up test test-fast lint fmt bench clean
+.PHONY: help setup venv dapr redis chart-tools run demo up test test-fast test-chart lint fmt bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,10 @@ dapr: ## build (or reuse) daprd, placement, scheduler and the dapr CLI
 redis: ## install redis-server (the lock store) if missing
 	bash scripts/setup_redis.sh
 
+chart-tools: venv ## helm, helm-unittest, Kubernetes/KEDA schemas for the chart tests
+	bash scripts/setup_chart_tools.sh
+	$(BIN)/pip install -q -c constraints.txt -r tests/chart/requirements.txt
+
 run: setup ## start the local stack, run a demo swarm, keep serving until Ctrl-C
 	$(BIN)/swarmd run
 
@@ -41,8 +45,11 @@ lint: venv ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: setup lint ## the whole test suite, integration tests included
+test: setup chart-tools lint ## the whole test suite: unit, chart, integration
 	$(BIN)/pytest
+
+test-chart: chart-tools ## only the Helm chart checks
+	$(BIN)/pytest tests/chart
 
 test-fast: venv ## unit tests only (no stack)
 	$(BIN)/pytest -m "not integration"

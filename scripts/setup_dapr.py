@@ -91,8 +91,9 @@ def control_plane_version(path: Path) -> str | None:
     go = shutil.which("go")
     if go is None:
         return "present"  # trust what `dapr init --slim` installed beside daprd
-    out = subprocess.run([go, "version", "-m", str(path)], capture_output=True, text=True,
-                         check=False)
+    out = subprocess.run(
+        [go, "version", "-m", str(path)], capture_output=True, text=True, check=False
+    )
     m = re.search(r"\b(?:dep|mod)\s+github\.com/dapr/dapr\s+v(\S+)", out.stdout)
     return m.group(1) if m else None
 
@@ -128,7 +129,11 @@ def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = No
 
 
 def generate_wrapper(
-    go: str, module: str, version: str, build_dir: Path, env: dict[str, str],
+    go: str,
+    module: str,
+    version: str,
+    build_dir: Path,
+    env: dict[str, str],
     mains: tuple[str, ...] = (),
     extra: tuple[str, ...] = (),
 ) -> None:
@@ -221,18 +226,28 @@ def build_cli(go: str, version: str, bin_dir: Path, contrib: str | None) -> None
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod -buildvcs=false")
     build_dir = cache_dir() / f"daprcli-{version}"
     extra = (
-        (f"replace github.com/dapr/components-contrib => "
-         f"github.com/dapr/components-contrib v{contrib}",)
-        if contrib else ()
+        (
+            f"replace github.com/dapr/components-contrib => "
+            f"github.com/dapr/components-contrib v{contrib}",
+        )
+        if contrib
+        else ()
     )
     generate_wrapper(go, "github.com/dapr/cli", version, build_dir, env, extra=extra)
     log(f"go build github.com/dapr/cli {version}")
     t0 = time.monotonic()
     out = build_dir / "out" / "dapr"
     run(
-        [go, "build", "-trimpath", "-ldflags",
-         f"-s -w -X main.version={version} -X main.apiVersion=1.0", "-o", str(out),
-         "github.com/dapr/cli"],
+        [
+            go,
+            "build",
+            "-trimpath",
+            "-ldflags",
+            f"-s -w -X main.version={version} -X main.apiVersion=1.0",
+            "-o",
+            str(out),
+            "github.com/dapr/cli",
+        ],
         cwd=build_dir,
         env=env,
     )

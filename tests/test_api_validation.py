@@ -43,11 +43,15 @@ def test_missing_and_wrong_token_are_401(client: TestClient) -> None:
         ({"swarm": "nope", "input": {"task": "x", "agents": 1}}, "swarm"),
         ({"swarm": "scatter_gather", "input": {"task": "x", "agents": 0}}, "input.agents"),
         ({"swarm": "scatter_gather", "input": {"agents": 2}}, "input.task"),
-        ({"swarm": "scatter_gather", "input": {"task": "x", "agents": 2, "bogus": 1}},
-         "input.bogus"),
+        (
+            {"swarm": "scatter_gather", "input": {"task": "x", "agents": 2, "bogus": 1}},
+            "input.bogus",
+        ),
         ({"input": {"task": "x", "agents": 1}}, "swarm"),
-        ({"swarm": "scatter_gather", "input": {"task": "x", "agents": 1}, "run_id": "a b"},
-         "run_id"),
+        (
+            {"swarm": "scatter_gather", "input": {"task": "x", "agents": 1}, "run_id": "a b"},
+            "run_id",
+        ),
     ],
 )
 def test_bad_input_is_422_naming_the_field(client: TestClient, body: dict, field: str) -> None:

@@ -11,8 +11,10 @@ from swarmd.devstack.modelserver import ModelServer
 
 
 def chat(c: TestClient, model: str = "mock-a", content: str = "hello", **kw: object) -> object:
-    return c.post("/v1/chat/completions",
-                  json={"model": model, "messages": [{"role": "user", "content": content}], **kw})
+    return c.post(
+        "/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": content}], **kw},
+    )
 
 
 def test_answers_are_deterministic_and_logged(tmp_path: Path) -> None:
@@ -27,9 +29,16 @@ def test_answers_are_deterministic_and_logged(tmp_path: Path) -> None:
 
 def test_planner_prompt_gets_exactly_n_lines(tmp_path: Path) -> None:
     c = TestClient(ModelServer(None).app())
-    r = c.post("/v1/chat/completions", json={"model": "mock-a", "messages": [
-        {"role": "system", "content": "Split the task into exactly 7 subtasks."},
-        {"role": "user", "content": "survey bees"}]})
+    r = c.post(
+        "/v1/chat/completions",
+        json={
+            "model": "mock-a",
+            "messages": [
+                {"role": "system", "content": "Split the task into exactly 7 subtasks."},
+                {"role": "user", "content": "survey bees"},
+            ],
+        },
+    )
     lines = r.json()["choices"][0]["message"]["content"].splitlines()
     assert [ln.split(".")[0] for ln in lines] == [str(i) for i in range(1, 8)]
 
@@ -50,14 +59,18 @@ def test_tool_call_round_trip() -> None:
     c = TestClient(ModelServer(None).app())
     tools = [{"type": "function", "function": {"name": "calculator", "parameters": {}}}]
     msgs = [{"role": "user", "content": 'use tool calculator with {"expression": "2+3"}'}]
-    first = c.post("/v1/chat/completions",
-                   json={"model": "m", "messages": msgs, "tools": tools}).json()
+    first = c.post(
+        "/v1/chat/completions", json={"model": "m", "messages": msgs, "tools": tools}
+    ).json()
     call = first["choices"][0]["message"]["tool_calls"][0]
     assert call["function"]["name"] == "calculator"
-    msgs += [first["choices"][0]["message"],
-             {"role": "tool", "tool_call_id": call["id"], "content": '{"result": 5}'}]
-    second = c.post("/v1/chat/completions",
-                    json={"model": "m", "messages": msgs, "tools": tools}).json()
+    msgs += [
+        first["choices"][0]["message"],
+        {"role": "tool", "tool_call_id": call["id"], "content": '{"result": 5}'},
+    ]
+    second = c.post(
+        "/v1/chat/completions", json={"model": "m", "messages": msgs, "tools": tools}
+    ).json()
     assert "5" in second["choices"][0]["message"]["content"]
 
 

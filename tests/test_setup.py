@@ -30,10 +30,19 @@ def test_python_sdk_pins_match_the_runtime_line() -> None:
 
 
 def test_missing_go_is_a_clear_error(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DAPR_RUNTIME_PATH": str(tmp_path),
-           "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "setup_dapr.py")], env=env,
-                          capture_output=True, text=True, timeout=60)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "DAPR_RUNTIME_PATH": str(tmp_path),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "setup_dapr.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if any(Path(p, "go").exists() for p in env["PATH"].split(os.pathsep)):
         import pytest
 
@@ -47,6 +56,7 @@ def test_installed_runtime_reports_the_pinned_version() -> None:
 
     want = read_versions()["DAPR_RUNTIME_VERSION"]
     for name in ("daprd", "placement", "scheduler"):
-        out = subprocess.run([str(find_binary(name)), "--version"], capture_output=True,
-                             text=True, timeout=30)
+        out = subprocess.run(
+            [str(find_binary(name)), "--version"], capture_output=True, text=True, timeout=30
+        )
         assert want in out.stdout + out.stderr, (name, out.stdout, out.stderr)

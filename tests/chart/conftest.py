@@ -73,7 +73,15 @@ def dapr_crd_dir() -> Path:
     gomodcache = subprocess.run(
         ["go", "env", "GOMODCACHE"], check=True, capture_output=True, text=True
     ).stdout.strip()
-    crds = Path(gomodcache) / "github.com" / "dapr" / f"dapr@v{DAPR_VERSION}" / "charts" / "dapr" / "crds"
+    crds = (
+        Path(gomodcache)
+        / "github.com"
+        / "dapr"
+        / f"dapr@v{DAPR_VERSION}"
+        / "charts"
+        / "dapr"
+        / "crds"
+    )
     return _require(crds, f"Dapr {DAPR_VERSION} CRDs")
 
 
@@ -154,7 +162,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """
 
 
-def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+def _construct_unique_mapping(
+    loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False
+) -> Any:
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
@@ -205,9 +215,7 @@ def helm_lint(
 
 def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
     return [
-        d
-        for d in docs
-        if d.get("kind") == kind and (name is None or d["metadata"]["name"] == name)
+        d for d in docs if d.get("kind") == kind and (name is None or d["metadata"]["name"] == name)
     ]
 
 

@@ -27,7 +27,9 @@ def _container_env(container: dict[str, Any]) -> dict[str, str]:
 
 def _app_pod(chart, scenario: str) -> dict[str, Any]:
     (app,) = [
-        d for d in chart.render([scenario]) if d["kind"] == "Deployment" and d["metadata"]["name"] == "swarmd"
+        d
+        for d in chart.render([scenario])
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "swarmd"
     ]
     return app["spec"]["template"]["spec"]
 

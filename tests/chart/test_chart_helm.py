@@ -41,10 +41,13 @@ def test_helm_template_refuses_too_old_kubernetes(chart) -> None:
     assert ">=1.28.0-0" in proc.stderr
 
 
-@pytest.mark.parametrize(("kube_version", "native"), [("1.28.0", False), ("1.29.0", True), ("1.37.0", True)])
+@pytest.mark.parametrize(
+    ("kube_version", "native"), [("1.28.0", False), ("1.29.0", True), ("1.37.0", True)]
+)
 def test_watchdog_is_native_sidecar_where_supported(chart, kube_version: str, native: bool) -> None:
     (app,) = [
-        d for d in chart.render(kube_version=kube_version)
+        d
+        for d in chart.render(kube_version=kube_version)
         if d["kind"] == "Deployment" and d["metadata"]["name"] == "swarmd"
     ]
     spec = app["spec"]["template"]["spec"]
@@ -85,7 +88,8 @@ def test_packaged_chart_leaves_out_tests_and_ci(chart, tmp_path: Path) -> None:
 
     chart.run_helm("package", str(chart.CHART_DIR), "-d", str(tmp_path), check=True)
     (tgz,) = tmp_path.glob("swarmd-*.tgz")
-    names = tarfile.open(tgz).getnames()
+    with tarfile.open(tgz) as tar:
+        names = tar.getnames()
     assert "swarmd/templates/tests/test-connection.yaml" in names
     assert "swarmd/values.schema.json" in names
     assert not [n for n in names if n.startswith(("swarmd/tests/", "swarmd/ci/"))]

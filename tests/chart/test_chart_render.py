@@ -32,7 +32,9 @@ def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _litellm_config(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-litellm")]
+    (cm,) = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-litellm")
+    ]
     return yaml.safe_load(cm["data"]["config.yaml"])
 
 
@@ -72,7 +74,11 @@ def test_secret_env_vars_come_from_secrets(rendered, scenario: str) -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_sidecar_drains_within_the_grace_period(rendered, scenario: str) -> None:
-    (app,) = [d for d in rendered[scenario] if d["kind"] == "Deployment" and d["metadata"]["name"] == "swarmd"]
+    (app,) = [
+        d
+        for d in rendered[scenario]
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "swarmd"
+    ]
     annotations = app["spec"]["template"]["metadata"]["annotations"]
     grace = app["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert int(annotations["dapr.io/graceful-shutdown-seconds"]) < grace
@@ -100,7 +106,11 @@ def test_pods_run_non_root_and_read_only(rendered, scenario: str) -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_watchdog_shares_the_app_pod(rendered, scenario: str) -> None:
-    (app,) = [d for d in rendered[scenario] if d["kind"] == "Deployment" and d["metadata"]["name"] == "swarmd"]
+    (app,) = [
+        d
+        for d in rendered[scenario]
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "swarmd"
+    ]
     spec = app["spec"]["template"]["spec"]
     assert spec["shareProcessNamespace"] is True
     watchdogs = [c for c in _containers(spec) if c["name"] == "watchdog"]
@@ -125,7 +135,10 @@ def test_litellm_routing_fits_the_activity_timeout(rendered, scenario: str) -> N
     assert router["routing_strategy"] == "latency-based-routing"
     assert router["num_retries"] == 2
     assert router["allowed_fails"] >= 1 and router["cooldown_time"] > 0
-    assert router["fallbacks"] == [{"swarmd-fast": ["swarmd-backup"]}, {"swarmd-smart": ["swarmd-backup"]}]
+    assert router["fallbacks"] == [
+        {"swarmd-fast": ["swarmd-backup"]},
+        {"swarmd-smart": ["swarmd-backup"]},
+    ]
     assert 0 < router["timeout"] < ACTIVITY_TIMEOUT_S
     resiliency = next(d for d in rendered[scenario] if d["kind"] == "Resiliency")
     llm_timeout = resiliency["spec"]["policies"]["timeouts"]["llm"]
@@ -135,16 +148,24 @@ def test_litellm_routing_fits_the_activity_timeout(rendered, scenario: str) -> N
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_litellm_egress_is_443_and_dns_only(rendered, scenario: str) -> None:
     (policy,) = [
-        d for d in rendered[scenario] if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "swarmd-litellm"
+        d
+        for d in rendered[scenario]
+        if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "swarmd-litellm"
     ]
-    ports = {(p["port"], p.get("protocol", "TCP")) for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    ports = {
+        (p["port"], p.get("protocol", "TCP"))
+        for rule in policy["spec"]["egress"]
+        for p in rule["ports"]
+    }
     assert ports == {(443, "TCP"), (53, "UDP"), (53, "TCP")}
 
 
 def test_state_store_backends(rendered) -> None:
     def store(scenario: str) -> dict[str, Any]:
         return next(
-            d for d in rendered[scenario] if d["kind"] == "Component" and d["metadata"]["name"] == "statestore"
+            d
+            for d in rendered[scenario]
+            if d["kind"] == "Component" and d["metadata"]["name"] == "statestore"
         )
 
     redis = store("default-values.yaml")
@@ -156,7 +177,9 @@ def test_state_store_backends(rendered) -> None:
     assert meta["actorStateStore"]["value"] == "true"
     assert meta["connectionString"]["secretKeyRef"]["name"] == "swarmd-postgresql"
     assert "value" not in meta["connectionString"]
-    lock = next(d for d in rendered["postgresql-values.yaml"] if d["metadata"]["name"] == "lockstore")
+    lock = next(
+        d for d in rendered["postgresql-values.yaml"] if d["metadata"]["name"] == "lockstore"
+    )
     assert lock["spec"]["type"] == "lock.redis"
 
 
@@ -169,4 +192,8 @@ def test_production_scenario_pins_images_by_digest(rendered) -> None:
 
 def test_no_rbac_objects(rendered) -> None:
     for docs in rendered.values():
-        assert not [d for d in docs if d["kind"] in {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}]
+        assert not [
+            d
+            for d in docs
+            if d["kind"] in {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+        ]

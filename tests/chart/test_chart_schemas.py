@@ -58,7 +58,10 @@ def test_every_object_validates_strictly(chart, scenario: str, kube_version: str
 def _validate_hpa_behavior(chart, scaled_object: dict[str, Any], version: str) -> None:
     """KEDA passes advanced.horizontalPodAutoscalerConfig.behavior to the HPA verbatim."""
     behavior = (
-        scaled_object["spec"].get("advanced", {}).get("horizontalPodAutoscalerConfig", {}).get("behavior")
+        scaled_object["spec"]
+        .get("advanced", {})
+        .get("horizontalPodAutoscalerConfig", {})
+        .get("behavior")
     )
     if behavior is None:
         return

@@ -29,10 +29,15 @@ def _write_values(tmp_path: Path, text: str) -> Path:
         ("replicaCount: 3\n", "at '': additional properties 'replicaCount' not allowed"),
         # misspelt key in its right place
         ("app:\n  replicaCont: 3\n", "at '/app': additional properties 'replicaCont' not allowed"),
-        ("dapr:\n  stateStore:\n    tpye: postgresql\n", "additional properties 'tpye' not allowed"),
+        (
+            "dapr:\n  stateStore:\n    tpye: postgresql\n",
+            "additional properties 'tpye' not allowed",
+        ),
     ],
 )
-def test_misspelt_key_fails_lint_and_template(chart, tmp_path: Path, values: str, expected: str) -> None:
+def test_misspelt_key_fails_lint_and_template(
+    chart, tmp_path: Path, values: str, expected: str
+) -> None:
     path = _write_values(tmp_path, values)
     lint = chart.helm_lint([path])
     assert lint.returncode != 0
@@ -74,12 +79,14 @@ def test_graceful_shutdown_just_below_grace_period_passes(chart) -> None:
         ),
         (
             ["dapr.stateStore.type=postgresql"],
-            "dapr.stateStore.type is postgresql but dapr.stateStore.postgresql.connectionSecret.name "
+            "dapr.stateStore.type is postgresql but "
+            "dapr.stateStore.postgresql.connectionSecret.name "
             "is empty: create a Secret with the PostgreSQL connection string",
         ),
         (
             ["litellm.routerSettings.timeout=150"],
-            "litellm.routerSettings.timeout (150 s) must be below the app's activity timeout (120 s)",
+            "litellm.routerSettings.timeout (150 s) must be below "
+            "the app's activity timeout (120 s)",
         ),
         (
             ["litellm.enabled=false"],
@@ -129,8 +136,8 @@ def _documented_keys(text: str) -> tuple[list[str], list[str]]:
     A key counts as documented when the comment block right above it starts
     with `# --`; that also documents everything below it (helm-docs shows a
     documented map as one value). A mapping whose children are all
-    documented needs no comment of its own; keys inside list items (model list entries) belong to the
-    list's value and are documented with it.
+    documented needs no comment of its own; keys inside list items (model list
+    entries) belong to the list's value and are documented with it.
     """
     lines = text.splitlines()
     stack: list[tuple[int, str]] = []

@@ -49,7 +49,9 @@ def test_base_image_is_pinned_slim_python(name: str) -> None:
     assert froms
     for args in froms:
         image = args.split()[0]
-        assert PINNED_PYTHON.match(image), f"{path}: FROM {image} is not an exact slim python:3.11.x tag"
+        assert PINNED_PYTHON.match(image), (
+            f"{path}: FROM {image} is not an exact slim python:3.11.x tag"
+        )
 
 
 def test_both_images_use_the_same_base() -> None:
@@ -67,7 +69,9 @@ def test_runs_as_non_root_with_the_charts_uid(name: str) -> None:
     users = [args for ins, args in final if ins == "USER"]
     assert users, f"{path}: final stage has no USER"
     uid, _, gid = users[-1].partition(":")
-    assert uid.isdigit() and int(uid) != 0, "USER must be a numeric non-root UID (runAsNonRoot checks it)"
+    assert uid.isdigit() and int(uid) != 0, (
+        "USER must be a numeric non-root UID (runAsNonRoot checks it)"
+    )
     values = (REPO_ROOT / "charts" / "swarmd" / "values.yaml").read_text()
     assert f"runAsUser: {uid}" in values
     assert gid == "" or f"runAsGroup: {gid}" in values
@@ -92,9 +96,13 @@ def test_no_secrets_in_the_image(name: str) -> None:
         assert ins != "ADD", f"{path}: use COPY, not ADD"
         if ins in {"ENV", "ARG"}:
             for name_ in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", args) or [args.split("=")[0]]:
-                assert not re.search(r"KEY|TOKEN|PASSWORD|SECRET", name_, re.I), f"{path}: {ins} {name_}"
+                assert not re.search(r"KEY|TOKEN|PASSWORD|SECRET", name_, re.I), (
+                    f"{path}: {ins} {name_}"
+                )
         if ins == "COPY":
-            assert not re.search(r"\.env|secret|\.pem|\.key|kubeconfig", args, re.I), f"{path}: COPY {args}"
+            assert not re.search(r"\.env|secret|\.pem|\.key|kubeconfig", args, re.I), (
+                f"{path}: COPY {args}"
+            )
 
 
 def test_dockerignore_keeps_credentials_and_local_state_out() -> None:
@@ -103,7 +111,17 @@ def test_dockerignore_keeps_credentials_and_local_state_out() -> None:
         for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
-    for required in [".git", ".venv", ".env", ".env.*", "**/*.pem", "**/*.key", "charts", "tests", "tools"]:
+    for required in [
+        ".git",
+        ".venv",
+        ".env",
+        ".env.*",
+        "**/*.pem",
+        "**/*.key",
+        "charts",
+        "tests",
+        "tools",
+    ]:
         assert required in patterns, required
     # What `pip install .` needs must stay in the context.
     for needed in ["pyproject.toml", "constraints.txt", "swarmd", "README.md", "*.md"]:

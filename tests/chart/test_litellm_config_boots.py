@@ -45,19 +45,30 @@ def test_rendered_config_boots_litellm(chart, tmp_path: Path) -> None:
     (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
     config = tmp_path / "config.yaml"
     config.write_text(cm["data"]["config.yaml"])
-    (deployment,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-litellm")]
+    (deployment,) = [
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-litellm")
+    ]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    probes = (container["livenessProbe"]["httpGet"]["path"], container["readinessProbe"]["httpGet"]["path"])
+    probes = (
+        container["livenessProbe"]["httpGet"]["path"],
+        container["readinessProbe"]["httpGet"]["path"],
+    )
 
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_PROXY")) and k != "LITELLM_MASTER_KEY"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith(("_API_KEY", "_PROXY")) and k != "LITELLM_MASTER_KEY"
+    }
     env.update(
         LITELLM_LOCAL_MODEL_COST_MAP="True",  # as the chart sets it: no network at start-up
         LITELLM_MASTER_KEY="sk-chart-test",
         HOME=str(tmp_path),
         NO_PROXY="127.0.0.1",
     )
-    for name in yaml.safe_load((chart.CHART_DIR / "ci" / "production-values.yaml").read_text())["litellm"]["providerKeys"]:
+    for name in yaml.safe_load((chart.CHART_DIR / "ci" / "production-values.yaml").read_text())[
+        "litellm"
+    ]["providerKeys"]:
         env[name] = "dummy"
     log = (tmp_path / "litellm.log").open("w")
     proc = subprocess.Popen(

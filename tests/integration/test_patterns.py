@@ -38,10 +38,14 @@ def test_supervisor_picks_workers_until_done(api: httpx.Client, calls_since: Any
 
 def test_supervisor_stops_at_max_rounds(api: httpx.Client) -> None:
     spec = {
-        "name": "short-leash", "pattern": "supervisor",
+        "name": "short-leash",
+        "pattern": "supervisor",
         "coordinator": {"name": "lead", "role": "You lead."},
-        "agents": [{"name": "a", "role": "You do a."}, {"name": "b", "role": "You do b."},
-                   {"name": "c", "role": "You do c."}],
+        "agents": [
+            {"name": "a", "role": "You do a."},
+            {"name": "b", "role": "You do b."},
+            {"name": "c", "role": "You do c."},
+        ],
         "limits": {"max_rounds": 2},
     }
     out = run(api, {"spec": spec, "input": {"task": "Do the thing"}})["output"]
@@ -59,16 +63,19 @@ def test_debate_answers_critiques_and_judges(api: httpx.Client, calls_since: Any
 
 
 def test_debate_by_vote(api: httpx.Client) -> None:
-    spec = {"name": "vote", "pattern": "debate", "decision": "vote",
-            "agents": [{"name": "x", "role": "r"}, {"name": "y", "role": "r"}],
-            "limits": {"max_rounds": 1}}
+    spec = {
+        "name": "vote",
+        "pattern": "debate",
+        "decision": "vote",
+        "agents": [{"name": "x", "role": "r"}, {"name": "y", "role": "r"}],
+        "limits": {"max_rounds": 1},
+    }
     out = run(api, {"spec": spec, "input": {"task": "Pick one"}})["output"]
     finals = [a["content"] for a in out["agent_results"][-2:]]
     assert out["answer"] in finals
 
 
-def test_pipeline_feeds_each_stage_the_previous_output(api: httpx.Client,
-                                                       calls_since: Any) -> None:
+def test_pipeline_feeds_each_stage_the_previous_output(api: httpx.Client, calls_since: Any) -> None:
     calls = calls_since()
     out = run(api, {"swarm": "pipeline", "input": {"task": "Explain workflow replay"}})["output"]
     stages = out["agent_results"]
@@ -81,8 +88,11 @@ def test_pipeline_feeds_each_stage_the_previous_output(api: httpx.Client,
 
 def test_agent_uses_a_tool_through_activities(api: httpx.Client, calls_since: Any) -> None:
     calls = calls_since()
-    spec = {"name": "calc", "pattern": "pipeline",
-            "agents": [{"name": "mathlete", "role": "You compute.", "tools": ["calculator"]}]}
+    spec = {
+        "name": "calc",
+        "pattern": "pipeline",
+        "agents": [{"name": "mathlete", "role": "You compute.", "tools": ["calculator"]}],
+    }
     task = 'use tool calculator with {"expression": "6*7"}'
     out = run(api, {"spec": spec, "input": {"task": task}})["output"]
     (agent,) = out["agent_results"]
@@ -92,18 +102,30 @@ def test_agent_uses_a_tool_through_activities(api: httpx.Client, calls_since: An
 
 
 def test_approval_gate_waits_for_the_event(api: httpx.Client, stack: Any) -> None:
-    spec = {"name": "gated", "pattern": "pipeline", "approval": True,
-            "agents": [{"name": "w", "role": "You write."}]}
+    spec = {
+        "name": "gated",
+        "pattern": "pipeline",
+        "approval": True,
+        "agents": [{"name": "w", "role": "You write."}],
+    }
     r = api.post("/v1/runs", json={"spec": spec, "input": {"task": "Draft a memo"}})
     run_id = r.json()["run_id"]
     from tests.conftest import wait_until
 
-    wait_until(lambda: (api.get(f"/v1/runs/{run_id}").json().get("progress") or {})
-               .get("phase") == "awaiting_approval", what="the approval gate")
+    wait_until(
+        lambda: (
+            (api.get(f"/v1/runs/{run_id}").json().get("progress") or {}).get("phase")
+            == "awaiting_approval"
+        ),
+        what="the approval gate",
+    )
     assert api.get(f"/v1/runs/{run_id}").json()["status"] == "running"
     # raise the event through the sidecar's workflow API (the run API has its own route too)
-    ev = httpx.post(f"http://127.0.0.1:{stack.ports.dapr_http}/v1.0/workflows/dapr/"
-                    f"{run_id}/raiseEvent/approval", json={"approved": True})
+    ev = httpx.post(
+        f"http://127.0.0.1:{stack.ports.dapr_http}/v1.0/workflows/dapr/"
+        f"{run_id}/raiseEvent/approval",
+        json={"approved": True},
+    )
     assert ev.status_code < 300, ev.text
     view = wait_run(api, run_id)
     assert view["status"] == "completed" and view["output"]["approved"] is True

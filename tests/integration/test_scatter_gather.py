@@ -11,10 +11,13 @@ pytestmark = pytest.mark.integration
 
 def test_twenty_agent_run_completes_with_exactly_22_llm_calls(api, calls_since) -> None:
     calls = calls_since()
-    r = api.post("/v1/runs", json={
-        "swarm": "scatter_gather",
-        "input": {"task": "Assess the risks of running LLM agents in production", "agents": 20},
-    })
+    r = api.post(
+        "/v1/runs",
+        json={
+            "swarm": "scatter_gather",
+            "input": {"task": "Assess the risks of running LLM agents in production", "agents": 20},
+        },
+    )
     assert r.status_code == 202, r.text
     run_id = r.json()["run_id"]
 
@@ -45,8 +48,11 @@ def test_unknown_run_id_is_404(api) -> None:
 
 
 def test_start_is_idempotent_with_client_run_id(api) -> None:
-    body = {"swarm": "scatter_gather", "input": {"task": "Idempotency check", "agents": 2},
-            "run_id": "idem-run-1"}
+    body = {
+        "swarm": "scatter_gather",
+        "input": {"task": "Idempotency check", "agents": 2},
+        "run_id": "idem-run-1",
+    }
     first = api.post("/v1/runs", json=body)
     second = api.post("/v1/runs", json=body)
     assert first.status_code == 202 and second.status_code == 200, (first.text, second.text)
