@@ -160,6 +160,8 @@ class ToolDeps:
     state_put: StatePut
     memory_ttl_s: int = 7 * 24 * 3600
     lock: LockFn | None = None
+    #: ``on_user_key(user, key)``: a user-scoped key was written (the user agents' key index)
+    on_user_key: Callable[[str, str], Awaitable[None]] | None = None
 
 
 def memory_key(req: ToolRequest, key: str) -> str:
@@ -198,6 +200,8 @@ async def run_tool(deps: ToolDeps, req: ToolRequest, args: dict[str, Any]) -> di
         return {"status": resp.status_code, "body": resp.text[:4096]}
     if req.name == "memory_write":
         key = memory_key(req, str(args["key"]))
+        if req.user and deps.on_user_key is not None:
+            await deps.on_user_key(req.user, key)  # indexed before written: never orphaned
         if args.get("append"):
             await memory_append(deps, key, str(args["value"]))
             return {"ok": True, "appended": True}

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         200, ge=1, description="Activity work items this process runs at once"
     )
     max_agents: int = Field(1000, ge=1, le=10_000)
+    agent_baseline: Path | None = Field(
+        None, description="Operator baseline of user agents (YAML); default: the shipped one"
+    )
+    agent_templates_dir: Path | None = Field(
+        None, description="Extra directory of user-agent role templates (*.yaml)"
+    )
     llm_retry_attempts: int = Field(6, ge=1, le=50)
     llm_retry_first_interval_s: float = Field(1.0, gt=0)
     llm_retry_max_interval_s: float = Field(30.0, gt=0)

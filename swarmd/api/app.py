@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from swarmd import __version__
-from swarmd.api import locks, run_control, runs
+from swarmd.api import agents, locks, run_control, runs
 from swarmd.config import Settings
 from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.spec import SpecRegistry
@@ -145,6 +145,7 @@ def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(locks.router)
     app.include_router(run_control.router)
+    app.include_router(agents.router)
     return app
 
 

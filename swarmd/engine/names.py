@@ -13,6 +13,7 @@ SUPERVISOR: Final = "swarmd.supervisor"
 DEBATE: Final = "swarmd.debate"
 PIPELINE: Final = "swarmd.pipeline"
 AGENT_LOOP: Final = "swarmd.agent_loop"
+USER_AGENT: Final = "swarmd.user_agent"
 
 # Activities
 CALL_LLM: Final = "swarmd.call_llm"

@@ -18,6 +18,7 @@ from dapr.ext.workflow.logger import LoggerOptions
 from swarmd.activities.llm import make_call_llm
 from swarmd.activities.reduce import make_reduce_chunks
 from swarmd.activities.tools import ToolDeps, make_call_tool
+from swarmd.agents.runtime import register_activities as register_user_agent_activities
 from swarmd.config import Settings
 from swarmd.engine import names
 from swarmd.engine.payloads import PayloadStore
@@ -28,6 +29,7 @@ from swarmd.workflows.debate import debate
 from swarmd.workflows.pipeline import pipeline
 from swarmd.workflows.scatter_gather import scatter_gather
 from swarmd.workflows.supervisor import supervisor
+from swarmd.workflows.user_agent import user_agent
 
 Workflow = Callable[..., Any]
 
@@ -41,6 +43,7 @@ WORKFLOWS: dict[str, list[tuple[str, Workflow]]] = {
     names.DEBATE: [("v1", debate)],
     names.PIPELINE: [("v1", pipeline)],
     names.AGENT_LOOP: [("v1", agent_loop)],
+    names.USER_AGENT: [("v1", user_agent)],
 }
 
 
@@ -103,6 +106,7 @@ def build_runtime(
     rt.register_activity(make_call_llm(llm_client, payloads), name=names.CALL_LLM)
     rt.register_activity(make_reduce_chunks(llm_client, state, payloads), name=names.REDUCE_CHUNKS)
     rt.register_activity(make_call_tool(tool_deps), name=names.CALL_TOOL)
+    register_user_agent_activities(reg, settings, state, tool_deps)
     for module in settings.plugins:
         importlib.import_module(module).register(reg)
     return rt

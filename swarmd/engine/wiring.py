@@ -68,6 +68,7 @@ class Engine:
                 state_get=self.state.get_text,
                 state_put=self.state.put_text,
                 lock=self.locks.hold if self.locks is not None else None,
+                on_user_key=self.user_key_recorder(),
             )
             self.runtime = build_runtime(s, llm, deps, self.state)
             await asyncio.to_thread(self.runtime.start)
@@ -81,6 +82,12 @@ class Engine:
         except Exception:
             log.exception("workflow engine failed to start")
             raise
+
+    def user_key_recorder(self) -> Any:
+        """Records memory keys of users with an agent in their key index (deprovisioning)."""
+        from swarmd.agents.store import UserStore
+
+        return UserStore(self.state, self.locks.hold).record_user_key if self.locks else None
 
     async def start_locks(self, app: Any) -> None:
         """Register this process as a lock owner (heartbeat) before it can take a lock."""

@@ -1,0 +1,1 @@
+"""Per-user agents: templates, the operator baseline, per-user state and activities."""

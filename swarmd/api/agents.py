@@ -1,0 +1,424 @@
+"""``/v1/agents``: one long-lived agent per user behind one front door.
+
+Provisioning starts the user's ``swarmd.user_agent`` workflow (instance
+``user-agent-<user_id>``); a message goes into the user's inbox in the state
+store and wakes the workflow, which answers messages strictly in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import grpc
+from dapr.ext.workflow import WorkflowStatus
+from dapr.ext.workflow.aio import DaprWorkflowClient
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from swarmd.agents.config import (
+    NAME_RE,
+    Baseline,
+    Preferences,
+    Profile,
+    Skill,
+    Template,
+    check_customisation,
+    check_user_id,
+    effective,
+    load_baseline,
+    load_templates,
+)
+from swarmd.agents.store import (
+    UserStore,
+    instance_id,
+    key,
+    now_iso,
+    parse_message_id,
+    today,
+    turn_instance_id,
+)
+from swarmd.api.deps import SettingsDep, get_wf_client, require_token
+from swarmd.engine import names
+from swarmd.errors import DependencyUnavailable, RequestError, RunConflict, ValidationFailed
+from swarmd.workflows.user_agent import WAKE_EVENT
+
+router = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(require_token)])
+
+UserId = Annotated[str, Path(description="the user's id", max_length=64)]
+FINAL = frozenset({"answered", "failed", "budget_exhausted"})
+ENDED = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED})
+
+
+class AgentNotFound(RequestError):
+    status_code = 404
+    code = "agent_not_found"
+
+
+class NotFound(RequestError):
+    status_code = 404
+    code = "not_found"
+
+
+class Provision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str = Field(max_length=64)
+    template: str = Field(max_length=64, examples=["analyst"])
+
+
+class Customise(BaseModel):
+    """PATCH body: preferences replace the stored ones field by field; a skill set to
+    null is removed."""
+
+    model_config = ConfigDict(extra="forbid")
+    preferences: Preferences | None = None
+    skills: dict[str, Skill | None] | None = None
+
+
+class NewMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=100_000)
+    skill: str | None = Field(None, pattern=NAME_RE, description="run with a named skill")
+
+
+class NewSchedule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(min_length=1, max_length=10_000, examples=["check X and tell me"])
+    every_s: float | None = Field(None, ge=1, le=366 * 86400, description="fire every N seconds")
+    daily_at: str | None = Field(
+        None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="fire daily at HH:MM (UTC)"
+    )
+
+
+class Ctx:
+    """What a handler needs: the store, baseline, templates and workflow client."""
+
+    def __init__(self, request: Request) -> None:
+        app = request.app
+        engine = getattr(app.state, "engine", None)
+        locks = getattr(app.state, "locks", None)
+        if engine is None or locks is None:
+            raise DependencyUnavailable("the engine is not ready: the Dapr sidecar is not up yet")
+        if not hasattr(app.state, "agent_config"):
+            s = app.state.settings
+            app.state.agent_config = (
+                load_baseline(s.agent_baseline),
+                load_templates(s.agent_templates_dir),
+            )
+        self.baseline: Baseline = app.state.agent_config[0]
+        self.templates: dict[str, Template] = app.state.agent_config[1]
+        self.store = UserStore(engine.state, locks.hold)
+        self.request = request
+
+    @property
+    def client(self) -> DaprWorkflowClient:
+        return get_wf_client(self.request)
+
+    async def profile(self, user: str) -> Profile:
+        check_user_id(user)
+        raw = await self.store.get(user, "profile")
+        if raw is None:
+            raise AgentNotFound(f"no agent for user {user!r}", field="user_id")
+        return Profile.model_validate(raw)
+
+    async def wake(self, user: str) -> None:
+        with contextlib.suppress(grpc.RpcError):  # ended/absent: the next start polls anyway
+            await self.client.raise_workflow_event(instance_id(user), WAKE_EVENT, data=None)
+
+
+CtxDep = Annotated[Ctx, Depends(Ctx)]
+
+
+async def _state(client: DaprWorkflowClient, iid: str) -> Any:
+    for attempt in range(4):
+        try:
+            return await client.get_workflow_state(iid, fetch_payloads=False)
+        except grpc.RpcError as exc:
+            last = exc
+            await asyncio.sleep(0.05 * 2**attempt)
+    raise DependencyUnavailable(f"could not read workflow {iid!r}: {last}")
+
+
+async def _ensure_workflow(c: Ctx, user: str) -> None:
+    st = await _state(c.client, instance_id(user))
+    if st is not None and st.runtime_status not in ENDED:
+        return
+    if st is not None:
+        await c.client.purge_workflow(instance_id(user), recursive=True)
+    seq = int(await c.store.get(user, "seq") or 0)
+    done = seq  # messages before a restart stay answered or are re-run from the first open one
+    for i in range(1, seq + 1):
+        m = await c.store.get(user, "msg", i)
+        if m is not None and m["status"] not in FINAL:
+            done = i - 1
+            break
+    with contextlib.suppress(grpc.RpcError):  # lost a race with a concurrent start
+        await c.client.schedule_new_workflow(
+            names.USER_AGENT, input={"user": user, "done": done}, instance_id=instance_id(user)
+        )
+
+
+def _view(c: Ctx, p: Profile, wf: Any, usage: dict[str, Any] | None) -> dict[str, Any]:
+    t = c.templates.get(p.template)
+    custom = None
+    if wf is not None and wf.serialized_custom_status:
+        with contextlib.suppress(ValueError):
+            custom = json.loads(wf.serialized_custom_status)
+    return {
+        "user_id": p.user_id,
+        "template": p.template,
+        "preferences": p.preferences.model_dump(exclude_none=True),
+        "skills": {k: v.model_dump(exclude_none=True) for k, v in p.skills.items()},
+        "effective": effective(c.baseline, t, p).model_dump() if t else None,
+        "workflow": {
+            "instance_id": instance_id(p.user_id),
+            "status": wf.runtime_status.name.lower() if wf is not None else "missing",
+            "phase": (custom or {}).get("phase"),
+        },
+        "usage_today": usage or {"tokens": 0, "messages": 0, "jobs": 0},
+        "created_at": p.created_at,
+    }
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses={200: {"description": "existed"}})
+async def provision(body: Provision, c: CtxDep, response: Response) -> dict[str, Any]:
+    """Provision a user's agent (idempotent: the same request again answers 200)."""
+    user = check_user_id(body.user_id)
+    if body.template not in c.templates:
+        raise ValidationFailed(
+            f"template: unknown template {body.template!r} (known: {sorted(c.templates)})",
+            field="template",
+        )
+    async with c.store.locked(user):
+        raw = await c.store.get(user, "profile")
+        if raw is not None:
+            p = Profile.model_validate(raw)
+            if p.template != body.template:
+                raise RunConflict(
+                    f"user {user!r} already has an agent with template {p.template!r}",
+                    field="template",
+                )
+            response.status_code = status.HTTP_200_OK
+            created = False
+        else:
+            p = Profile(user_id=user, template=body.template, created_at=now_iso())
+            await c.store.put(user, "profile", value=p.model_dump(mode="json"))
+            created = True
+        await _ensure_workflow(c, user)
+    view = _view(c, p, await _state(c.client, instance_id(user)), None)
+    return {**view, "created": created}
+
+
+@router.get("/{user_id}")
+async def get_agent(user_id: UserId, c: CtxDep) -> dict[str, Any]:
+    p = await c.profile(user_id)
+    wf = await _state(c.client, instance_id(user_id))
+    return _view(c, p, wf, await c.store.get(user_id, "usage", today()))
+
+
+@router.patch("/{user_id}")
+async def customise(user_id: UserId, body: Customise, c: CtxDep) -> dict[str, Any]:
+    """Change preferences and skills. Anything that would widen the operator baseline
+    or the template is refused with 403 ``baseline_violation`` naming the field."""
+    async with c.store.locked(user_id):
+        p = await c.profile(user_id)
+        prefs = p.preferences
+        if body.preferences is not None:
+            prefs = prefs.model_copy(update=body.preferences.model_dump(exclude_unset=True))
+        skills = dict(p.skills)
+        for name, skill in (body.skills or {}).items():
+            if skill is None:
+                skills.pop(name, None)
+            else:
+                skills[name] = skill
+        check_customisation(c.baseline, c.templates[p.template], prefs, skills)
+        p = p.model_copy(update={"preferences": prefs, "skills": skills})
+        await c.store.put(user_id, "profile", value=p.model_dump(mode="json"))
+    wf = await _state(c.client, instance_id(user_id))
+    return _view(c, p, wf, await c.store.get(user_id, "usage", today()))
+
+
+@router.post("/{user_id}/messages", status_code=status.HTTP_202_ACCEPTED)
+async def post_message(user_id: UserId, body: NewMessage, c: CtxDep) -> dict[str, Any]:
+    """Queue a message for the user's agent; 202 with its id. Answered in order."""
+    p = await c.profile(user_id)
+    if body.skill is not None and body.skill not in p.skills:
+        raise ValidationFailed(f"skill: user has no skill named {body.skill!r}", field="skill")
+    async with c.store.locked(user_id):
+        msg = await c.store.enqueue(user_id, body.text, "user", skill=body.skill)
+    await c.wake(user_id)
+    return {"message_id": msg["message_id"], "status": msg["status"], "seq": msg["seq"]}
+
+
+async def _message(c: Ctx, user: str, mid: str) -> dict[str, Any]:
+    await c.profile(user)
+    seq = parse_message_id(mid)
+    msg = await c.store.get(user, "msg", seq) if seq is not None else None
+    if msg is None:
+        raise NotFound(f"no message {mid!r} for user {user!r}", field="message_id")
+    return dict(msg)
+
+
+@router.get("/{user_id}/messages")
+async def list_messages(
+    user_id: UserId, c: CtxDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> dict[str, Any]:
+    await c.profile(user_id)
+    seq = int(await c.store.get(user_id, "seq") or 0)
+    msgs = [await c.store.get(user_id, "msg", i) for i in range(max(1, seq - limit + 1), seq + 1)]
+    return {"messages": [m for m in msgs if m is not None]}
+
+
+@router.get("/{user_id}/messages/{message_id}")
+async def get_message(
+    user_id: UserId,
+    message_id: str,
+    c: CtxDep,
+    wait_s: Annotated[float, Query(ge=0, le=60, description="wait for the reply")] = 0,
+) -> dict[str, Any]:
+    """The message and its reply (``status``: queued, running, answered, failed,
+    budget_exhausted). ``wait_s`` long-polls until the reply is there."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        msg = await _message(c, user_id, message_id)
+        if msg["status"] in FINAL or time.monotonic() >= deadline:
+            return msg
+        await asyncio.sleep(0.1)
+
+
+@router.get("/{user_id}/messages/{message_id}/stream", response_class=StreamingResponse)
+async def stream_message(
+    user_id: UserId, message_id: str, c: CtxDep, settings: SettingsDep
+) -> StreamingResponse:
+    """Server-sent events: the message's status changes, then the reply."""
+    await _message(c, user_id, message_id)
+
+    async def events() -> AsyncIterator[str]:
+        last = None
+        while True:
+            msg = await _message(c, user_id, message_id)
+            if msg["status"] != last:
+                last = msg["status"]
+                yield f"event: {last}\ndata: {json.dumps(msg)}\n\n"
+            if last in FINAL:
+                return
+            await asyncio.sleep(settings.sse_poll_s)
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+@router.get("/{user_id}/memory")
+async def get_memory(user_id: UserId, c: CtxDep) -> dict[str, Any]:
+    """The agent's conversation memory (this user's only)."""
+    await c.profile(user_id)
+    return {"user_id": user_id, "memory": await c.store.get(user_id, "memory") or []}
+
+
+@router.get("/{user_id}/usage")
+async def get_usage(user_id: UserId, c: CtxDep) -> dict[str, Any]:
+    """Operator view: tokens, messages and jobs today and in total, and the daily budget."""
+    p = await c.profile(user_id)
+    t = c.templates.get(p.template)
+    return {
+        "user_id": user_id,
+        "day": today(),
+        "today": await c.store.get(user_id, "usage", today())
+        or {"tokens": 0, "messages": 0, "jobs": 0},
+        "total": await c.store.get(user_id, "usage") or {"tokens": 0, "messages": 0, "jobs": 0},
+        "max_daily_tokens": effective(c.baseline, t, p).max_daily_tokens if t else None,
+    }
+
+
+@router.get("/{user_id}/schedules")
+async def list_schedules(user_id: UserId, c: CtxDep) -> dict[str, Any]:
+    await c.profile(user_id)
+    return {"schedules": list((await c.store.get(user_id, "schedules") or {}).values())}
+
+
+@router.post("/{user_id}/schedules", status_code=status.HTTP_201_CREATED)
+async def add_schedule(user_id: UserId, body: NewSchedule, c: CtxDep) -> dict[str, Any]:
+    """A durable schedule owned by the user's agent: every ``every_s`` seconds or daily at
+    ``daily_at`` (UTC), ``prompt`` becomes a message and its reply lands in the messages."""
+    if (body.every_s is None) == (body.daily_at is None):
+        raise ValidationFailed("every_s: give exactly one of every_s or daily_at", field="every_s")
+    async with c.store.locked(user_id):
+        await c.profile(user_id)
+        schedules = await c.store.get(user_id, "schedules") or {}
+        sid = "s" + uuid.uuid4().hex[:12]
+        s = {
+            "id": sid,
+            "prompt": body.prompt,
+            "every_s": body.every_s,
+            "daily_at": body.daily_at,
+            "created_at": now_iso(),
+            "fired": 0,
+            "last_fire_at": None,
+        }
+        schedules[sid] = s
+        await c.store.put(user_id, "schedules", value=schedules)
+    await c.wake(user_id)
+    return s
+
+
+@router.delete("/{user_id}/schedules/{schedule_id}")
+async def cancel_schedule(user_id: UserId, schedule_id: str, c: CtxDep) -> dict[str, Any]:
+    async with c.store.locked(user_id):
+        await c.profile(user_id)
+        schedules = await c.store.get(user_id, "schedules") or {}
+        if schedules.pop(schedule_id, None) is None:
+            raise NotFound(f"no schedule {schedule_id!r}", field="schedule_id")
+        await c.store.put(user_id, "schedules", value=schedules)
+    await c.wake(user_id)
+    return {"schedule_id": schedule_id, "cancelled": True}
+
+
+async def _purge(client: DaprWorkflowClient, iid: str) -> Literal["purged", "absent"]:
+    st = await _state(client, iid)
+    if st is None:
+        return "absent"
+    if st.runtime_status not in ENDED:
+        await client.terminate_workflow(iid, recursive=True)
+        deadline = time.monotonic() + 30
+        while st is not None and st.runtime_status not in ENDED:
+            if time.monotonic() > deadline:
+                raise DependencyUnavailable(f"workflow {iid!r} did not terminate within 30 s")
+            await asyncio.sleep(0.1)
+            st = await _state(client, iid)
+    await client.purge_workflow(iid, recursive=True)
+    return "purged"
+
+
+@router.delete("/{user_id}")
+async def deprovision(user_id: UserId, c: CtxDep) -> dict[str, Any]:
+    """Deprovision completely: terminate and purge the workflow and every turn's agent
+    loop, delete every key of the user, then read each back and report what is left."""
+    await c.profile(user_id)
+    async with c.store.locked(user_id):
+        keys = await c.store.all_keys(user_id)
+        seq = int(await c.store.get(user_id, "seq") or 0)
+        await c.store.state.delete(key(user_id, "profile"))  # the workflow stops at its next poll
+    await _purge(c.client, instance_id(user_id))
+    children = [turn_instance_id(user_id, i) for i in range(1, seq + 1)]
+    for iid in children:
+        await _purge(c.client, iid)
+    async with c.store.locked(user_id):
+        for k in keys:
+            await c.store.state.delete(k)
+        left = [k for k in keys if await c.store.state.get(k) is not None]
+    wf_left = [
+        iid for iid in [instance_id(user_id), *children] if await _state(c.client, iid) is not None
+    ]
+    return {
+        "user_id": user_id,
+        "deleted_keys": len(keys),
+        "purged_workflows": 1 + len(children),
+        "keys_left": left,
+        "workflows_left": wf_left,
+        "clean": not left and not wf_left,
+    }

@@ -1,0 +1,195 @@
+"""Per-user agents on the real stack: one long-lived workflow per user behind /v1/agents."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from swarmd.devstack.launcher import Stack
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def uid(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def provision(api: httpx.Client, user: str, template: str = "manager") -> dict[str, Any]:
+    r = api.post("/v1/agents", json={"user_id": user, "template": template})
+    assert r.status_code in (200, 201), r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def send(api: httpx.Client, user: str, text: str) -> str:
+    r = api.post(f"/v1/agents/{user}/messages", json={"text": text})
+    assert r.status_code == 202, r.text
+    mid: str = r.json()["message_id"]
+    return mid
+
+
+def reply(api: httpx.Client, user: str, mid: str, timeout_s: float = 120) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        r = api.get(f"/v1/agents/{user}/messages/{mid}", params={"wait_s": 5})
+        assert r.status_code == 200, r.text
+        m: dict[str, Any] = r.json()
+        return m if m["status"] in ("answered", "failed", "budget_exhausted") else None
+
+    msg: dict[str, Any] = wait_until(done, timeout_s=timeout_s, what=f"reply to {user}/{mid}")
+    return msg
+
+
+def state_key(stack: Stack, key: str) -> Any:
+    r = httpx.get(f"{stack.dapr_url}/v1.0/state/statestore/{quote(key, safe='')}", timeout=10)
+    assert r.status_code in (200, 204), r.text
+    return r.json() if r.status_code == 200 and r.content else None
+
+
+@pytest.fixture
+def healthy_stack(stack: Stack) -> Iterator[Stack]:
+    yield stack
+    if stack.procs["app"].popen.poll() is not None:
+        stack.start_app_process()
+    stack.wait_app_ready(stack.procs["app"])
+
+
+def test_provisioning_is_idempotent(api: httpx.Client) -> None:
+    user = uid("ida")
+    first = api.post("/v1/agents", json={"user_id": user, "template": "analyst"})
+    assert first.status_code == 201, first.text
+    assert first.json()["created"] is True
+    again = api.post("/v1/agents", json={"user_id": user, "template": "analyst"})
+    assert again.status_code == 200 and again.json()["created"] is False
+    other = api.post("/v1/agents", json={"user_id": user, "template": "engineer"})
+    assert other.status_code == 409 and other.json()["error"]["field"] == "template"
+    view = api.get(f"/v1/agents/{user}").json()
+    assert view["workflow"]["instance_id"] == f"user-agent-{user}"
+    assert view["workflow"]["status"] in ("running", "pending")
+    bad = api.post("/v1/agents", json={"user_id": "no|pipes", "template": "analyst"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "user_id"
+    unknown = api.post("/v1/agents", json={"user_id": uid("x"), "template": "wizard"})
+    assert unknown.status_code == 422 and unknown.json()["error"]["field"] == "template"
+
+
+def test_baseline_cannot_be_widened(api: httpx.Client) -> None:
+    user = uid("bea")
+    provision(api, user, "engineer")  # the template lists http_get; the baseline denies it
+    view = api.get(f"/v1/agents/{user}").json()
+    assert "http_get" not in view["effective"]["tools"]
+    r = api.patch(f"/v1/agents/{user}", json={"preferences": {"tools": ["http_get"]}})
+    assert r.status_code == 403, r.text
+    err = r.json()["error"]
+    assert err["code"] == "baseline_violation" and err["field"] == "preferences.tools"
+    assert "denied by the operator baseline" in err["message"]
+    r = api.patch(f"/v1/agents/{user}", json={"preferences": {"max_daily_tokens": 10**9}})
+    assert r.status_code == 403 and r.json()["error"]["field"] == "preferences.max_daily_tokens"
+    r = api.patch(
+        f"/v1/agents/{user}", json={"skills": {"web": {"prompt": "p", "tools": ["http_get"]}}}
+    )
+    assert r.status_code == 403 and r.json()["error"]["field"] == "skills.web.tools"
+    ok = api.patch(
+        f"/v1/agents/{user}",
+        json={
+            "preferences": {"tools": ["calculator"], "max_daily_tokens": 500},
+            "skills": {"sum": {"prompt": "Add things up.", "tools": ["calculator"]}},
+        },
+    )
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["effective"]["tools"] == ["calculator"]
+    assert ok.json()["effective"]["max_daily_tokens"] == 500
+
+
+def test_two_users_memories_stay_apart(api: httpx.Client) -> None:
+    alice, bob = uid("alice"), uid("bob")
+    for u in (alice, bob):
+        provision(api, u)
+    write = 'use tool memory_write with {{"key": "codeword", "value": "{}"}}'
+    m_a = send(api, alice, write.format("ALPHA"))
+    m_b = send(api, bob, write.format("BRAVO"))
+    assert reply(api, alice, m_a)["status"] == "answered"
+    assert reply(api, bob, m_b)["status"] == "answered"
+    read = 'use tool memory_read with {"key": "codeword"}'
+    r_a = reply(api, alice, send(api, alice, read))
+    r_b = reply(api, bob, send(api, bob, read))
+    assert "ALPHA" in r_a["reply"] and "BRAVO" not in r_a["reply"], r_a
+    assert "BRAVO" in r_b["reply"] and "ALPHA" not in r_b["reply"], r_b
+    mem_a = str(api.get(f"/v1/agents/{alice}/memory").json())
+    mem_b = str(api.get(f"/v1/agents/{bob}/memory").json())
+    assert "ALPHA" in mem_a and "BRAVO" not in mem_a
+    assert "BRAVO" in mem_b and "ALPHA" not in mem_b
+    # a message id of one user is not readable through another user's path
+    assert api.get(f"/v1/agents/{bob}/messages/{m_a}").json()["text"] != write.format("ALPHA")
+
+
+def test_concurrent_messages_to_one_user_are_answered_in_order(api: httpx.Client) -> None:
+    user = uid("ord")
+    provision(api, user)
+    ids: list[str] = []
+    mu = threading.Lock()
+
+    def post(i: int) -> None:
+        mid = send(api, user, f"question number {i}")
+        with mu:
+            ids.append(mid)
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(ids) == ["m1", "m2"]
+    first, second = reply(api, user, "m1"), reply(api, user, "m2")
+    assert first["status"] == second["status"] == "answered"
+    assert first["answered_at"] <= second["started_at"], (first, second)
+    assert first["text"] in first["reply"] or first["reply"]
+
+
+def test_daily_budget_stops_one_user_while_others_carry_on(api: httpx.Client) -> None:
+    poor, rich = uid("poor"), uid("rich")
+    provision(api, poor)
+    provision(api, rich)
+    r = api.patch(f"/v1/agents/{poor}", json={"preferences": {"max_daily_tokens": 1}})
+    assert r.status_code == 200, r.text
+    assert reply(api, poor, send(api, poor, "first question"))["status"] == "answered"
+    stopped = reply(api, poor, send(api, poor, "second question"))
+    assert stopped["status"] == "budget_exhausted", stopped
+    assert "daily token budget exhausted" in stopped["error"]
+    assert reply(api, rich, send(api, rich, "a question"))["status"] == "answered"
+    usage = api.get(f"/v1/agents/{poor}/usage").json()
+    assert usage["today"]["messages"] == 1 and usage["today"]["tokens"] >= 1
+    assert usage["max_daily_tokens"] == 1
+
+
+def test_deprovisioning_leaves_no_key_behind(api: httpx.Client, stack: Stack) -> None:
+    user = uid("gone")
+    provision(api, user)
+    mid = send(api, user, 'use tool memory_write with {"key": "secret", "value": "S3"}')
+    assert reply(api, user, mid)["status"] == "answered"
+    r = api.post(f"/v1/agents/{user}/schedules", json={"prompt": "ping", "daily_at": "09:00"})
+    assert r.status_code == 201, r.text
+    memory_key = f"memory|user:{user}|assistant|secret"
+    assert state_key(stack, memory_key) == "S3"
+    report = api.delete(f"/v1/agents/{user}")
+    assert report.status_code == 200, report.text
+    body = report.json()
+    assert body["clean"] is True and body["keys_left"] == [] and body["workflows_left"] == []
+    assert body["deleted_keys"] >= 7
+    for k in (
+        memory_key,
+        f"agent|{user}|profile",
+        f"agent|{user}|msg|1",
+        f"agent|{user}|memory",
+        f"agent|{user}|schedules",
+        f"agent|{user}|index",
+    ):
+        assert state_key(stack, k) is None, k
+    assert api.get(f"/v1/agents/{user}").status_code == 404
+    assert api.get(f"/v1/runs/user-agent-{user}").status_code == 404
+    assert api.get(f"/v1/runs/user-agent-{user}.t1").status_code == 404

@@ -1,0 +1,131 @@
+"""``swarmd.user_agent``: one long-lived agent per user (instance ``user-agent-<user>``).
+
+Each generation of the workflow does one thing, then continues as new with a
+small carried state (the last processed message and each schedule's next fire
+time), so its history never grows:
+
+1. ``poll``: the next inbox message after ``done`` (the inbox in the state store
+   is the source of truth; the ``wake`` event is only a wake-up, so an event
+   raised between generations is never needed again).
+2. A message: ``begin_turn`` -> the durable agent loop as a child workflow ->
+   ``finish_turn``. Messages are taken strictly in order, one at a time: one
+   active turn per user.
+3. A due schedule: ``fire_job`` puts its prompt into the inbox.
+4. Nothing to do: wait for ``wake`` or the next schedule's durable timer. While
+   it waits the agent holds no process and no memory; it is a row in the state
+   store and, with schedules, a reminder in the Dapr scheduler.
+
+Deterministic: no clocks, randomness, I/O or logging (time is
+``ctx.current_utc_datetime``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from datetime import datetime, timedelta
+from typing import Any
+
+from dapr.ext.workflow import DaprWorkflowContext, when_any
+from dapr.ext.workflow._durabletask.task import TaskFailedError
+from pydantic import BaseModel, ConfigDict, Field
+
+from swarmd.agents.activities import BEGIN_TURN, FINISH_TURN, FIRE_JOB, POLL
+from swarmd.engine import names
+from swarmd.engine.models import AgentOutput, RetrySpec, Usage
+from swarmd.engine.retry import call_activity
+
+WAKE_EVENT = "wake"
+
+
+class UserAgentState(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str
+    done: int = 0
+    #: schedule id -> next fire time (ISO, UTC)
+    next_at: dict[str, str] = Field(default_factory=dict)
+
+
+def next_fire(schedule: dict[str, Any], now: datetime) -> datetime:
+    """The first fire time of ``schedule`` strictly after ``now``."""
+    every = schedule.get("every_s")
+    if every:
+        return now + timedelta(seconds=float(every))
+    hh, mm = (int(x) for x in str(schedule["daily_at"]).split(":"))
+    at = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+    return at if at > now else at + timedelta(days=1)
+
+
+def _aware(dt: datetime, ref: datetime) -> datetime:
+    return dt.replace(tzinfo=ref.tzinfo) if dt.tzinfo is None else dt
+
+
+def user_agent(
+    ctx: DaprWorkflowContext, raw: dict[str, Any]
+) -> Generator[Any, Any, dict[str, Any] | None]:
+    st = UserAgentState.model_validate(raw)
+    retry = RetrySpec()
+    polled = yield from call_activity(
+        ctx, POLL, {"user": st.user, "done": st.done}, retry, key=f"poll/{st.done}"
+    )
+    if not polled["exists"]:
+        return {"status": "deprovisioned", "done": st.done}
+    now = ctx.current_utc_datetime
+    schedules = {s["id"]: s for s in polled["schedules"]}
+    next_at = {
+        sid: st.next_at.get(sid) or next_fire(s, now).isoformat() for sid, s in schedules.items()
+    }
+    msg = polled["message"]
+    if msg is not None:
+        seq = int(msg["seq"])
+        ctx.set_custom_status(json.dumps({"phase": "turn", "seq": seq, "done": st.done}))
+        begin = yield from call_activity(
+            ctx, BEGIN_TURN, {"user": st.user, "seq": seq}, retry, key=f"begin/{seq}"
+        )
+        if begin["status"] == "run":
+            try:
+                out = yield ctx.call_child_workflow(
+                    names.AGENT_LOOP, input=begin["input"], instance_id=f"{ctx.instance_id}.t{seq}"
+                )
+            except TaskFailedError as err:
+                out = AgentOutput(
+                    agent="assistant",
+                    status="failed",
+                    content="",
+                    turns=0,
+                    usage=Usage(),
+                    error=err.details.message,
+                ).model_dump()
+            yield from call_activity(
+                ctx,
+                FINISH_TURN,
+                {"user": st.user, "seq": seq, "output": out},
+                retry,
+                key=f"finish/{seq}",
+            )
+        ctx.continue_as_new(UserAgentState(user=st.user, done=seq, next_at=next_at).model_dump())
+        return None
+    due = sorted(sid for sid, t in next_at.items() if _aware(datetime.fromisoformat(t), now) <= now)
+    for sid in due:
+        yield from call_activity(
+            ctx,
+            FIRE_JOB,
+            {"user": st.user, "schedule_id": sid, "fire_at": next_at[sid]},
+            retry,
+            key=f"job/{sid}/{next_at[sid]}",
+        )
+        next_at[sid] = next_fire(schedules[sid], now).isoformat()
+    if due:
+        ctx.continue_as_new(
+            UserAgentState(user=st.user, done=st.done, next_at=next_at).model_dump()
+        )
+        return None
+    ctx.set_custom_status(json.dumps({"phase": "idle", "seq": None, "done": st.done}))
+    wake = ctx.wait_for_external_event(WAKE_EVENT)
+    if next_at:
+        first = min(_aware(datetime.fromisoformat(t), now) for t in next_at.values())
+        yield when_any([wake, ctx.create_timer(first)])
+    else:
+        yield wake
+    ctx.continue_as_new(UserAgentState(user=st.user, done=st.done, next_at=next_at).model_dump())
+    return None
