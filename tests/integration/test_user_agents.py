@@ -193,3 +193,41 @@ def test_deprovisioning_leaves_no_key_behind(api: httpx.Client, stack: Stack) ->
     assert api.get(f"/v1/agents/{user}").status_code == 404
     assert api.get(f"/v1/runs/user-agent-{user}").status_code == 404
     assert api.get(f"/v1/runs/user-agent-{user}.t1").status_code == 404
+
+
+def _job_replies(api: httpx.Client, user: str) -> list[dict[str, Any]]:
+    msgs = api.get(f"/v1/agents/{user}/messages", params={"limit": 200}).json()["messages"]
+    return [m for m in msgs if m["kind"] == "job" and m["status"] == "answered"]
+
+
+def test_schedule_fires_and_survives_an_app_sigkill(
+    api: httpx.Client, healthy_stack: Stack
+) -> None:
+    stack = healthy_stack
+    user = uid("sched")
+    provision(api, user)
+    r = api.post(
+        f"/v1/agents/{user}/schedules", json={"prompt": "check the build and tell me", "every_s": 2}
+    )
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    listed = api.get(f"/v1/agents/{user}/schedules").json()["schedules"]
+    assert [s["id"] for s in listed] == [sid]
+    wait_until(lambda: len(_job_replies(api, user)) >= 1, timeout_s=60, what="first firing")
+    before = len(_job_replies(api, user))
+
+    stack.kill("app")  # SIGKILL between firings: the timer lives in the Dapr scheduler
+    stack.restart_app()
+    stack.wait_app_ready(stack.procs["app"])
+
+    wait_until(
+        lambda: len(_job_replies(api, user)) >= before + 2, timeout_s=120, what="firings after"
+    )
+    jobs = _job_replies(api, user)
+    assert all(j["schedule_id"] == sid and "check the build" in j["text"] for j in jobs)
+    assert len({j["fire_at"] for j in jobs}) == len(jobs)  # each firing once
+    assert api.get(f"/v1/agents/{user}/usage").json()["today"]["jobs"] >= len(jobs)
+
+    assert api.delete(f"/v1/agents/{user}/schedules/{sid}").status_code == 200
+    assert api.get(f"/v1/agents/{user}/schedules").json()["schedules"] == []
+    assert api.delete(f"/v1/agents/{user}/schedules/{sid}").status_code == 404
