@@ -3,22 +3,43 @@
 The ``openai`` client is built in the entrypoint with ``max_retries=0`` and
 handed in; this module only classifies failures so the workflow's retry policy
 (which owns retries, with jitter) knows what to retry.
+
+Every call records its usage (tokens, and cost when the gateway reports it in
+``x-litellm-response-cost``), its metrics by model alias (calls, errors, the
+gateway's retries and fallbacks from ``x-litellm-attempted-retries`` /
+``x-litellm-attempted-fallbacks``, tokens, latency) and a ``chat <alias>``
+span with the GenAI semantic-convention attributes, parented to its agent's
+span (see :mod:`swarmd.telemetry`). The end user (``LLMRequest.user``) goes to
+the gateway as the OpenAI ``user`` field (LiteLLM's end-user id, used for its
+per-user budgets and limits) and in the request metadata.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import openai
 from dapr.ext.workflow import WorkflowActivityContext
 from openai import AsyncOpenAI
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
+from swarmd import telemetry
 from swarmd.engine.models import LLMRequest, LLMResult, ToolCall, Usage
 from swarmd.engine.payloads import PayloadStore
 from swarmd.errors import NonRetryableActivityError, RetryableActivityError
+from swarmd.metrics import Metrics
 
 CallLLM = Callable[[WorkflowActivityContext, LLMRequest], Awaitable[dict[str, Any]]]
+
+log = logging.getLogger("swarmd.activities.llm")
+
+#: metrics of calls made without an observer (kept apart from any served registry)
+_UNREGISTERED = Metrics()
 
 #: HTTP statuses worth retrying: timeouts, conflicts, rate limits, server errors.
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -36,15 +57,55 @@ def classify(exc: Exception) -> Exception:
     return NonRetryableActivityError(f"{type(exc).__name__}: {exc}")
 
 
+def error_reason(exc: Exception) -> str:
+    """A low-cardinality label for a failed call."""
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection"
+    if isinstance(exc, openai.APIStatusError):
+        return str(exc.status_code)
+    return "invalid"
+
+
+def header_number(headers: Mapping[str, str], name: str) -> float:
+    """A numeric ``x-litellm-*`` header, 0 when absent, empty or not a number."""
+    try:
+        return float(headers.get(name) or 0)
+    except ValueError:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class LLMObserver:
+    """Where a call's metrics and span go (built by the entrypoint)."""
+
+    metrics: Metrics = field(default_factory=Metrics)
+    tracer: Callable[[], Tracer] = field(default=lambda: global_tracer())
+
+
+def global_tracer() -> Tracer:
+    """The tracer of the process's provider (set by the entrypoint; no-op until then)."""
+    return trace.get_tracer(telemetry.TRACER_NAME)
+
+
 async def complete(
-    client: AsyncOpenAI, req: LLMRequest, payloads: PayloadStore | None = None
+    client: AsyncOpenAI,
+    req: LLMRequest,
+    payloads: PayloadStore | None = None,
+    obs: LLMObserver | None = None,
+    workflow_id: str = "",
 ) -> LLMResult:
     """One chat completion through the gateway, errors classified for the engine.
 
     With ``payloads``, reference markers in the prompt are resolved before the
     call and an answer above the threshold comes back as a marker (see
     ``swarmd.engine.payloads``), so big texts never travel through history.
+    With ``obs``, the call's metrics and span are recorded (``workflow_id`` is the
+    calling workflow's instance id: it picks the parent span).
     """
+    o = obs if obs is not None else LLMObserver(metrics=_UNREGISTERED)
+    m = o.metrics
     messages = req.messages
     if payloads is not None:
         messages = await payloads.resolve_messages(messages)
@@ -56,34 +117,154 @@ async def complete(
     if req.user:
         kwargs["user"] = req.user
     metadata = {"swarmd_run_id": req.run_id, "swarmd_agent": req.agent}
-    try:
-        resp = await client.chat.completions.create(**kwargs, extra_body={"metadata": metadata})
-    except openai.OpenAIError as exc:
-        raise classify(exc) from exc
-    if not resp.choices:
-        raise RetryableActivityError("gateway returned no choices")
-    msg = resp.choices[0].message
-    calls = [
-        ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
-        for c in (msg.tool_calls or [])
-        if c.type == "function"
-    ]
-    usage = Usage(
-        prompt_tokens=resp.usage.prompt_tokens if resp.usage else 0,
-        completion_tokens=resp.usage.completion_tokens if resp.usage else 0,
-        calls=1,
-    )
+    if req.user:
+        metadata["swarmd_user"] = req.user
+    parent = telemetry.step_parent(req.trace, req.run_id, workflow_id)
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "litellm",
+        "gen_ai.request.model": req.model,
+        "swarmd.run_id": req.run_id,
+        "swarmd.agent": req.agent,
+        "swarmd.workflow_id": workflow_id,
+    }
+    if req.max_tokens:
+        attrs["gen_ai.request.max_tokens"] = req.max_tokens
+    if req.user:
+        attrs["enduser.id"] = req.user
+    with (
+        telemetry.run_scope(req.run_id),
+        o.tracer().start_as_current_span(
+            f"chat {req.model}",
+            context=telemetry.context_of(parent),
+            kind=SpanKind.CLIENT,
+            attributes=attrs,
+            links=telemetry.links_to_current(),
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span,
+    ):
+        started = time.perf_counter()
+        try:
+            raw = await client.chat.completions.with_raw_response.create(
+                **kwargs, extra_body={"metadata": metadata}
+            )
+            resp = raw.parse()
+        except openai.OpenAIError as exc:
+            reason = error_reason(exc)
+            m.llm_errors.labels(req.model, reason).inc()
+            m.agent_step_seconds.labels("llm", req.model).observe(time.perf_counter() - started)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            span.set_attribute("error.type", reason)
+            log.warning(
+                "LLM call failed: %s",
+                reason,
+                extra={"agent": req.agent, "model": req.model, "reason": reason},
+            )
+            raise classify(exc) from exc
+        m.agent_step_seconds.labels("llm", req.model).observe(time.perf_counter() - started)
+        headers = raw.headers
+        retries = int(header_number(headers, "x-litellm-attempted-retries"))
+        fallbacks = int(header_number(headers, "x-litellm-attempted-fallbacks"))
+        cost = header_number(headers, "x-litellm-response-cost")
+        m.llm_retries.labels(req.model).inc(retries)
+        m.llm_fallbacks.labels(req.model).inc(fallbacks)
+        if not resp.choices:
+            m.llm_errors.labels(req.model, "no_choices").inc()
+            span.set_status(Status(StatusCode.ERROR, "no choices"))
+            raise RetryableActivityError("gateway returned no choices")
+        msg = resp.choices[0].message
+        calls = [
+            ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
+            for c in (msg.tool_calls or [])
+            if c.type == "function"
+        ]
+        usage = Usage(
+            prompt_tokens=resp.usage.prompt_tokens if resp.usage else 0,
+            completion_tokens=resp.usage.completion_tokens if resp.usage else 0,
+            calls=1,
+            cost_usd=cost,
+        )
+        m.llm_calls.labels(req.model).inc()
+        m.llm_tokens.labels(req.model, "input").inc(usage.prompt_tokens)
+        m.llm_tokens.labels(req.model, "output").inc(usage.completion_tokens)
+        m.llm_cost.labels(req.model).inc(cost)
+        span.set_attributes(
+            {
+                "gen_ai.response.model": resp.model or req.model,
+                "gen_ai.response.id": resp.id or "",
+                "gen_ai.response.finish_reasons": [c.finish_reason or "" for c in resp.choices],
+                "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": usage.completion_tokens,
+                "swarmd.llm.cost_usd": cost,
+                "swarmd.llm.deployment": headers.get("x-litellm-model-id") or "",
+                "swarmd.llm.retries": retries,
+                "swarmd.llm.fallbacks": fallbacks,
+            }
+        )
     content = msg.content
     if payloads is not None:
         content = await payloads.offload(req.run_id, content)
     return LLMResult(content=content, tool_calls=calls, model=resp.model or req.model, usage=usage)
 
 
-def make_call_llm(client: AsyncOpenAI, payloads: PayloadStore | None = None) -> CallLLM:
+def make_call_llm(
+    client: AsyncOpenAI, payloads: PayloadStore | None = None, obs: LLMObserver | None = None
+) -> CallLLM:
     """Build the ``swarmd.call_llm`` activity around clients made by the entrypoint."""
 
     async def call_llm(ctx: WorkflowActivityContext, req: LLMRequest) -> dict[str, Any]:
-        result = await complete(client, LLMRequest.model_validate(req), payloads)
+        result = await complete(
+            client, LLMRequest.model_validate(req), payloads, obs, ctx.workflow_id
+        )
         return result.model_dump()
 
     return call_llm
+
+
+def traced_tool(
+    inner: Callable[[WorkflowActivityContext, Any], Awaitable[dict[str, Any]]],
+    obs: LLMObserver | None = None,
+) -> Callable[[WorkflowActivityContext, Any], Awaitable[dict[str, Any]]]:
+    """Wrap the tool activity with its span and step-latency metric. The agent loop
+    passes the run's ``trace`` beside the tool request; it is taken off here."""
+    o = obs if obs is not None else LLMObserver(metrics=_UNREGISTERED)
+    m = o.metrics
+    get_tracer = o.tracer
+
+    async def call_tool(ctx: WorkflowActivityContext, raw: Any) -> dict[str, Any]:
+        carrier = None
+        if isinstance(raw, dict) and "trace" in raw:
+            raw = dict(raw)
+            carrier = raw.pop("trace")
+        run_id = str(raw.get("run_id", "")) if isinstance(raw, dict) else ""
+        name = str(raw.get("name", "")) if isinstance(raw, dict) else ""
+        parent = telemetry.step_parent(carrier, run_id, ctx.workflow_id)
+        with (
+            telemetry.run_scope(run_id or None),
+            get_tracer().start_as_current_span(
+                f"swarmd.tool {name}",
+                context=telemetry.context_of(parent),
+                kind=SpanKind.INTERNAL,
+                attributes={
+                    "gen_ai.operation.name": "execute_tool",
+                    "gen_ai.tool.name": name,
+                    "swarmd.run_id": run_id,
+                    "swarmd.agent": str(raw.get("agent", "")) if isinstance(raw, dict) else "",
+                    "swarmd.workflow_id": ctx.workflow_id,
+                },
+                links=telemetry.links_to_current(),
+            ) as span,
+        ):
+            started = time.perf_counter()
+            try:
+                out = await inner(ctx, raw)
+            finally:
+                m.agent_step_seconds.labels("tool", name or "unknown").observe(
+                    time.perf_counter() - started
+                )
+            if isinstance(out, dict) and "error" in out:
+                span.set_attribute("error.type", "tool_error")
+            return out
+
+    return call_tool

@@ -16,7 +16,7 @@ from dapr.ext.workflow import WorkflowActivityContext
 from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, Field
 
-from swarmd.activities.llm import complete
+from swarmd.activities.llm import LLMObserver, complete
 from swarmd.engine.checkpoint import Checkpoint
 from swarmd.engine.models import LLMRequest, Usage
 from swarmd.engine.payloads import PayloadStore
@@ -48,7 +48,10 @@ class ReduceProgress(BaseModel):
 
 
 def make_reduce_chunks(
-    client: AsyncOpenAI, state: StateStore, payloads: PayloadStore | None = None
+    client: AsyncOpenAI,
+    state: StateStore,
+    payloads: PayloadStore | None = None,
+    obs: LLMObserver | None = None,
 ) -> Callable[[WorkflowActivityContext, ReduceRequest], Awaitable[dict[str, Any]]]:
     async def reduce_chunks(ctx: WorkflowActivityContext, req: ReduceRequest) -> dict[str, Any]:
         req = ReduceRequest.model_validate(req)
@@ -72,6 +75,8 @@ def make_reduce_chunks(
                     ],
                 ),
                 payloads,
+                obs,
+                ctx.workflow_id,
             )
             progress = ReduceProgress(
                 partials=[*progress.partials, res.content or ""],

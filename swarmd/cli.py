@@ -21,6 +21,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = Settings()
     setup_logging(settings.log_format, settings.log_level)
+    from swarmd.telemetry import setup_tracing
+
+    provider = setup_tracing(
+        otlp_endpoint=settings.otlp_endpoint,
+        export=settings.trace_export,
+        data_dir=settings.data_dir,
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -29,6 +36,8 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+    if provider is not None:
+        provider.shutdown()  # flush the spans still queued
     return 0
 
 

@@ -80,6 +80,19 @@ class Settings(BaseSettings):
     llm_retry_first_interval_s: float = Field(1.0, gt=0)
     llm_retry_max_interval_s: float = Field(30.0, gt=0)
 
+    # -- Observability (swarmd.telemetry, swarmd.metrics, swarmd.engine.tracker)
+    otlp_endpoint: str | None = Field(
+        None,
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="Export traces over OTLP/HTTP here; unset: see trace_export",
+    )
+    trace_export: Literal["file", "console", "none"] = Field(
+        "file", description="Without an OTLP endpoint: <data_dir>/traces.jsonl, stderr, or off"
+    )
+    tracker_interval_s: float = Field(
+        1.0, gt=0, le=60, description="How often ended runs are looked for (metrics, usage)"
+    )
+
     # -- Local stack
     data_dir: Path = Path(".data")
     log_format: Literal["json", "text"] = "json"

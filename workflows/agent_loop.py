@@ -49,6 +49,7 @@ def agent_loop(
             messages=messages,
             tools=tool_specs,
             user=inp.user,
+            trace=inp.trace,
         )
         try:
             raw_res = yield from call_activity(ctx, names.CALL_LLM, req, retry, key=f"llm/{turn}")
@@ -97,6 +98,8 @@ def agent_loop(
                         "arguments": c.arguments,
                         "allowed": inp.tools,
                         "user": inp.user,
+                        # the run's trace, for the tool's span (taken off before the tool)
+                        **({"trace": inp.trace} if inp.trace else {}),
                     },
                 )
                 for c in res.tool_calls

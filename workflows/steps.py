@@ -68,6 +68,7 @@ class Run:
             model=agent.model,
             messages=messages,
             user=self.inp.user,
+            trace=self.inp.trace,
         )
         res = LLMResult.model_validate(
             (yield from call_activity(self.ctx, names.CALL_LLM, req, self.inp.retry, key=key))
@@ -87,6 +88,7 @@ class Run:
             max_turns=agent.max_turns,
             user=self.inp.user,
             retry=self.inp.retry,
+            trace=self.inp.trace,
         )
         return self.ctx.call_child_workflow(
             names.AGENT_LOOP, input=child, instance_id=f"{self.ctx.instance_id}.{key}"

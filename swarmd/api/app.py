@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from swarmd import __version__
-from swarmd.api import agents, locks, run_control, runs
+from swarmd.api import agents, locks, observability, run_control, runs
 from swarmd.config import Settings
 from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.spec import SpecRegistry
@@ -69,8 +71,11 @@ class BodyLimit:
 Lifespan = Callable[[FastAPI], Any]
 
 
-def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
-    """The app. ``start_engine=False`` serves the API without a sidecar (docs, schema)."""
+def create_app(
+    settings: Settings, *, start_engine: bool = True, tracer_provider: Any = None
+) -> FastAPI:
+    """The app. ``start_engine=False`` serves the API without a sidecar (docs, schema).
+    Spans go to ``tracer_provider``, or to the process's (set by the entrypoint)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,12 +88,15 @@ def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
             engine = Engine(settings)
             app.state.engine = engine
             task = asyncio.create_task(engine.start(app))
+            tracking = asyncio.create_task(app.state.tracker.run(app.state))
         try:
             yield
         finally:
             if engine is not None:
+                tracking.cancel()
                 task.cancel()
                 await engine.stop()
+                await app.state.tracker.close()
 
     app = FastAPI(
         title="swarmd",
@@ -100,6 +108,7 @@ def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
     app.state.specs = SpecRegistry.for_settings(settings.specs_dir)
     app.state.payloads = PayloadStore(StateStore(settings), settings.payload_ref_bytes)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    _observability(app, settings, tracer_provider)
 
     @app.exception_handler(SwarmdError)
     async def swarmd_error(_: Request, exc: SwarmdError) -> JSONResponse:
@@ -146,7 +155,33 @@ def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
     app.include_router(locks.router)
     app.include_router(run_control.router)
     app.include_router(agents.router)
+    app.include_router(observability.router)
+    app.add_api_route(
+        "/metrics",
+        observability.metrics_endpoint(app.state.metrics),
+        methods=["GET"],
+        tags=["health"],
+        include_in_schema=True,
+    )
     return app
+
+
+def _observability(app: FastAPI, settings: Settings, tracer_provider: Any) -> None:
+    """Metrics, the tracer, the run tracker and request spans (swarmd.telemetry)."""
+    from swarmd.activities.llm import LLMObserver, global_tracer
+    from swarmd.engine.tracker import RunTracker
+    from swarmd.metrics import Metrics
+    from swarmd.telemetry import TRACER_NAME
+
+    metrics = Metrics()
+    tracer: Callable[[], Any] = global_tracer
+    if tracer_provider is not None:
+        tracer = lambda: tracer_provider.get_tracer(TRACER_NAME)  # noqa: E731
+    owner = f"{settings.pod_name or socket.gethostname()}-{os.getpid()}"
+    app.state.metrics = metrics
+    app.state.llm_observer = LLMObserver(metrics, tracer)
+    app.state.tracker = RunTracker(settings, metrics, tracer, owner)
+    app.add_middleware(observability.TraceRequests, tracer=tracer)
 
 
 Handler = Callable[[Request], Awaitable[Any]]

@@ -14,6 +14,7 @@ from dapr.ext.workflow.aio import DaprWorkflowClient
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from swarmd.api import observability
 from swarmd.api.deps import SettingsDep, WorkflowClientDep, get_wf_client, require_token
 from swarmd.engine import names
 from swarmd.engine.models import Progress, SwarmInput, Usage
@@ -90,6 +91,8 @@ class RunView(BaseModel):
     usage: Usage | None = None
     output: dict[str, Any] | None = None
     error: str | None = None
+    #: why a run ended early (status "completed"): "token_budget" or "deadline"
+    stop_reason: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
 
@@ -151,6 +154,7 @@ def view(state: WorkflowState) -> RunView:
         usage=usage,
         output=out if isinstance(out, dict) else None,
         error=err,
+        stop_reason=out.get("stop_reason") if isinstance(out, dict) else None,
         created_at=state.created_at.isoformat() if state.created_at else None,
         updated_at=state.last_updated_at.isoformat() if state.last_updated_at else None,
     )
@@ -178,13 +182,15 @@ async def start_run(
         existing = await fetch_state(client, run_id)
         if existing is not None:
             return _existing(existing, wf_name, inp, response)
+    traced = await observability.run_starting(request, inp)  # its trace; the run index
     try:
-        await client.schedule_new_workflow(wf_name, input=inp, instance_id=run_id)
+        await client.schedule_new_workflow(wf_name, input=traced, instance_id=run_id)
     except grpc.RpcError as exc:  # lost a race with an identical concurrent start
         existing = await client.get_workflow_state(run_id)
         if existing is None:
             raise
         return _existing(existing, wf_name, inp, response, cause=exc)
+    observability.run_started(request, inp)
     return RunAccepted(run_id=run_id, swarm=inp.spec.name, status="pending", created=True)
 
 
@@ -198,7 +204,10 @@ def _existing(
     same_input = False
     if state.serialized_input:
         try:
-            same_input = json.loads(state.serialized_input) == inp.model_dump(mode="json")
+            stored = json.loads(state.serialized_input)
+            if isinstance(stored, dict):
+                stored.pop("trace", None)  # each start request has its own trace
+            same_input = stored == inp.model_dump(mode="json", exclude={"trace"})
         except ValueError:
             same_input = False
     if state.name != wf_name or not same_input:

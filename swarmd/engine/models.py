@@ -21,6 +21,8 @@ class Usage(_Model):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     calls: int = 0
+    #: what the gateway reported the calls cost (x-litellm-response-cost); 0 when it reports none
+    cost_usd: float = 0.0
 
     @property
     def total_tokens(self) -> int:
@@ -31,6 +33,7 @@ class Usage(_Model):
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             calls=self.calls + other.calls,
+            cost_usd=round(self.cost_usd + other.cost_usd, 9),
         )
 
 
@@ -50,6 +53,8 @@ class LLMRequest(_Model):
     tools: list[dict[str, Any]] | None = None
     user: str | None = None
     max_tokens: int | None = None
+    #: W3C traceparent of the run's span (swarmd.telemetry); None for runs without one
+    trace: str | None = None
 
 
 class LLMResult(_Model):
@@ -80,6 +85,8 @@ class AgentInput(_Model):
     max_turns: int = Field(4, ge=1, le=50)
     user: str | None = None
     retry: RetrySpec = Field(default_factory=lambda: RetrySpec())
+    #: W3C traceparent of the run's span (swarmd.telemetry)
+    trace: str | None = None
 
 
 class AgentOutput(_Model):
@@ -103,6 +110,9 @@ class SwarmInput(_Model):
     )
     user: str | None = Field(None, max_length=200)
     retry: RetrySpec = Field(default_factory=RetrySpec)
+    #: W3C traceparent of the run's span, set by the API (swarmd.telemetry); not part of
+    #: what makes two start requests the same
+    trace: str | None = Field(None, max_length=128)
 
 
 class RunOutput(_Model):

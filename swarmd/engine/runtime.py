@@ -15,7 +15,7 @@ from typing import Any
 from dapr.ext.workflow import WorkflowRuntime
 from dapr.ext.workflow.logger import LoggerOptions
 
-from swarmd.activities.llm import make_call_llm
+from swarmd.activities.llm import LLMObserver, make_call_llm, traced_tool
 from swarmd.activities.reduce import make_reduce_chunks
 from swarmd.activities.tools import ToolDeps, make_call_tool
 from swarmd.agents.runtime import register_activities as register_user_agent_activities
@@ -24,6 +24,7 @@ from swarmd.engine import names
 from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.state import StateStore
 from swarmd.logs import JsonFormatter
+from swarmd.telemetry import traced_agent_loop
 from swarmd.workflows.agent_loop import agent_loop
 from swarmd.workflows.debate import debate
 from swarmd.workflows.pipeline import pipeline
@@ -89,7 +90,11 @@ def sdk_logger_options(settings: Settings) -> LoggerOptions:
 
 
 def build_runtime(
-    settings: Settings, llm_client: Any, tool_deps: ToolDeps, state: StateStore
+    settings: Settings,
+    llm_client: Any,
+    tool_deps: ToolDeps,
+    state: StateStore,
+    obs: LLMObserver | None = None,
 ) -> WorkflowRuntime:
     rt = WorkflowRuntime(
         logger_options=sdk_logger_options(settings),
@@ -99,13 +104,18 @@ def build_runtime(
         maximum_concurrent_orchestration_work_items=settings.max_concurrent_activities,
         worker_ready_timeout=60.0,
     )
+    obs = obs if obs is not None else LLMObserver()
     reg = Registrar(rt)
     for name, versions in WORKFLOWS.items():
+        if name == names.AGENT_LOOP:  # records each agent's span when its loop returns
+            versions = [(v, traced_agent_loop(fn, obs.tracer)) for v, fn in versions]
         reg.workflow(name, versions)
     payloads = PayloadStore(state, settings.payload_ref_bytes)
-    rt.register_activity(make_call_llm(llm_client, payloads), name=names.CALL_LLM)
-    rt.register_activity(make_reduce_chunks(llm_client, state, payloads), name=names.REDUCE_CHUNKS)
-    rt.register_activity(make_call_tool(tool_deps), name=names.CALL_TOOL)
+    rt.register_activity(make_call_llm(llm_client, payloads, obs), name=names.CALL_LLM)
+    rt.register_activity(
+        make_reduce_chunks(llm_client, state, payloads, obs), name=names.REDUCE_CHUNKS
+    )
+    rt.register_activity(traced_tool(make_call_tool(tool_deps), obs), name=names.CALL_TOOL)
     register_user_agent_activities(reg, settings, state, tool_deps)
     for module in settings.plugins:
         importlib.import_module(module).register(reg)

@@ -70,7 +70,9 @@ class Engine:
                 lock=self.locks.hold if self.locks is not None else None,
                 on_user_key=self.user_key_recorder(),
             )
-            self.runtime = build_runtime(s, llm, deps, self.state)
+            # metrics and tracer of the app (swarmd.api.app), when it made them
+            obs = getattr(app.state, "llm_observer", None)
+            self.runtime = build_runtime(s, llm, deps, self.state, obs)
             await asyncio.to_thread(self.runtime.start)
             app.state.wf_client = DaprWorkflowClient(
                 host="127.0.0.1",

@@ -1,0 +1,405 @@
+"""The run tracker: which runs are in flight, and what happens when one ends.
+
+A durable index of the runs in flight (one state-store key) is what makes the
+run metrics and the per-user usage survive restarts:
+
+* the API adds a run to the index **before** it schedules the workflow;
+* every replica reads the index each ``tracker_interval_s`` and sets
+  ``swarmd_runs_in_flight`` from it (the cluster-wide count: a restarted
+  process reports the right number at once);
+* one replica at a time (a short lock in the lock store) asks the sidecar for
+  each indexed run's status; for the runs that ended it, in **one state
+  transaction** guarded by ETags, removes them from the index and adds their
+  usage to each user's record. Only the replica whose transaction succeeded
+  counts the end (completed / failed / terminated, budget stops) and records
+  the run's span, so an end is counted once even with many replicas, and a
+  crash between the two leaves the run in the index to be seen again.
+
+Per-user usage is the run's final usage (every LLM call's tokens and cost, as
+the workflow accumulated them), recorded when the run ends; runs that fail or
+are terminated count what they had used by then (their last published
+progress). Read it at ``GET /v1/usage/users/{user}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import grpc
+import httpx
+from dapr.ext.workflow import WorkflowState, WorkflowStatus
+from opentelemetry.trace import Tracer
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from swarmd import telemetry
+from swarmd.config import Settings
+from swarmd.engine.models import Progress, Usage
+from swarmd.errors import DependencyUnavailable
+from swarmd.metrics import Metrics
+
+log = logging.getLogger("swarmd.engine.tracker")
+
+INDEX_KEY = "swarmd-runs-in-flight"
+LEADER_LOCK = "swarmd-run-tracker"
+#: an indexed run the sidecar does not know after this long was never started
+ORPHAN_AFTER_S = 120.0
+ENDED = {WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED}
+
+
+class UserUsage(BaseModel):
+    """What one end user's runs have used (runs that ended)."""
+
+    model_config = ConfigDict(extra="ignore")
+    user: str
+    runs: int = 0
+    usage: Usage = Usage()
+    last_run_id: str | None = None
+    updated_at: str | None = None
+
+
+def user_key(user: str) -> str:
+    return "swarmd-usage-user-" + hashlib.sha256(user.encode()).hexdigest()[:40]
+
+
+class _State:
+    """The few state-store calls the tracker needs, with ETags and transactions."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.base = f"http://127.0.0.1:{settings.dapr_http_port}/v1.0"
+        self.store = quote(settings.state_store, safe="")
+        self.lock_store = quote(settings.lock_store, safe="")
+        self._clients: dict[int, httpx.AsyncClient] = {}
+
+    def _client(self) -> httpx.AsyncClient:
+        loop_id = id(asyncio.get_running_loop())
+        c = self._clients.get(loop_id)
+        if c is None:
+            c = self._clients[loop_id] = httpx.AsyncClient(timeout=10)
+        return c
+
+    async def get(self, key: str) -> tuple[Any, str | None]:
+        try:
+            r = await self._client().get(f"{self.base}/state/{self.store}/{quote(key, safe='')}")
+        except httpx.HTTPError as exc:
+            raise DependencyUnavailable(f"state store unreachable: {exc}") from exc
+        if r.status_code == 204 or not r.content:
+            return None, None
+        if r.status_code >= 300:
+            raise DependencyUnavailable(f"state get {key!r}: {r.status_code} {r.text[:200]}")
+        return r.json(), r.headers.get("etag")
+
+    async def transact(self, upserts: list[tuple[str, Any, str | None]]) -> bool:
+        """Upsert ``(key, value, etag)`` atomically; an ETag of None means the key must
+        not exist yet. False when another writer got there first."""
+        ops = [
+            {
+                "operation": "upsert",
+                "request": {
+                    "key": key,
+                    "value": value,
+                    **({"etag": etag} if etag is not None else {}),
+                    "options": {"concurrency": "first-write"},
+                },
+            }
+            for key, value, etag in upserts
+        ]
+        try:
+            r = await self._client().post(
+                f"{self.base}/state/{self.store}/transaction", json={"operations": ops}
+            )
+        except httpx.HTTPError as exc:
+            raise DependencyUnavailable(f"state store unreachable: {exc}") from exc
+        if r.status_code < 300:
+            return True
+        if r.status_code in (409, 412) or "etag" in r.text.lower():
+            return False
+        raise DependencyUnavailable(f"state transaction: {r.status_code} {r.text[:200]}")
+
+    async def try_lock(self, resource: str, owner: str, expiry_s: int) -> bool:
+        """True if this owner got the lock (or there is no lock store to ask)."""
+        try:
+            r = await self._client().post(
+                f"{self.base}-alpha1/lock/{self.lock_store}",
+                json={"resourceId": resource, "lockOwner": owner, "expiryInSeconds": expiry_s},
+            )
+        except httpx.HTTPError:
+            return True
+        if r.status_code >= 300:
+            return True
+        return bool(r.json().get("success", False))
+
+    async def close(self) -> None:
+        for c in list(self._clients.values()):
+            with contextlib.suppress(RuntimeError):
+                await c.aclose()
+        self._clients.clear()
+
+
+class RunTracker:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        tracer: Callable[[], Tracer],
+        owner: str,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.tracer = tracer
+        self.owner = owner
+        self.state = _State(settings)
+        self._lock: asyncio.Lock | None = None
+        self._swarms: set[str] = set()
+
+    def _mutex(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    # -- the API's side ----------------------------------------------------------
+    async def started(self, run_id: str, entry: dict[str, Any]) -> None:
+        """Put a run in the index (before its workflow is scheduled)."""
+        entry = {**entry, "t": time.time()}
+
+        def add(index: dict[str, Any]) -> dict[str, Any] | None:
+            if run_id in index:
+                return None
+            return {**index, run_id: entry}
+
+        await self._update_index(add)
+
+    async def forget(self, run_id: str) -> None:
+        """Take a run out of the index without counting it (its start failed)."""
+
+        def drop(index: dict[str, Any]) -> dict[str, Any] | None:
+            if run_id not in index:
+                return None
+            return {k: v for k, v in index.items() if k != run_id}
+
+        await self._update_index(drop)
+
+    async def _update_index(
+        self, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> None:
+        async with self._mutex():
+            for attempt in range(50):
+                value, etag = await self.state.get(INDEX_KEY)
+                index = value if isinstance(value, dict) else {}
+                new = change(index)
+                if new is None:
+                    self._gauge(index)
+                    return
+                if await self.state.transact([(INDEX_KEY, new, etag)]):
+                    self._gauge(new)
+                    return
+                await asyncio.sleep(random.uniform(0.005, 0.02 * (attempt + 1)))
+        raise DependencyUnavailable("could not update the run index: too much contention")
+
+    async def user_usage(self, user: str) -> UserUsage:
+        value, _ = await self.state.get(user_key(user))
+        if isinstance(value, dict):
+            with contextlib.suppress(ValidationError):
+                return UserUsage.model_validate(value)
+        return UserUsage(user=user)
+
+    # -- the background side -------------------------------------------------------
+    async def run(self, app_state: Any) -> None:
+        """Reconcile every ``tracker_interval_s`` for as long as the app runs."""
+        while True:
+            client = getattr(app_state, "wf_client", None)
+            try:
+                if client is not None:
+                    await self.reconcile(client)
+                else:
+                    value, _ = await self.state.get(INDEX_KEY)
+                    self._gauge(value if isinstance(value, dict) else {})
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("run tracker: reconcile failed; will retry", exc_info=True)
+            await asyncio.sleep(self.settings.tracker_interval_s)
+
+    async def reconcile(self, client: Any) -> int:
+        """One pass; returns how many ended runs it recorded."""
+        value, _ = await self.state.get(INDEX_KEY)
+        index: dict[str, Any] = value if isinstance(value, dict) else {}
+        self._gauge(index)
+        if not index:
+            return 0
+        expiry = max(1, round(self.settings.tracker_interval_s))
+        if not await self.state.try_lock(LEADER_LOCK, self.owner, expiry):
+            return 0
+        sem = asyncio.Semaphore(16)
+
+        async def check(run_id: str, entry: dict[str, Any]) -> tuple[str, Any] | None:
+            try:
+                async with sem:
+                    st = await client.get_workflow_state(run_id, fetch_payloads=False)
+                    if st is None:
+                        age = time.time() - float(entry.get("t", 0))
+                        return (run_id, None) if age > ORPHAN_AFTER_S else None
+                    if st.runtime_status not in ENDED:
+                        return None
+                    return run_id, await client.get_workflow_state(run_id, fetch_payloads=True)
+            except grpc.RpcError:
+                return None
+
+        found = await asyncio.gather(*(check(k, v) for k, v in index.items()))
+        ended = {run_id: st for run_id, st in (f for f in found if f is not None)}
+        if not ended:
+            return 0
+        return await self._record(ended)
+
+    async def _record(self, ended: dict[str, WorkflowState | None]) -> int:
+        async with self._mutex():
+            value, etag = await self.state.get(INDEX_KEY)
+            index: dict[str, Any] = value if isinstance(value, dict) else {}
+            ended = {k: v for k, v in ended.items() if k in index}
+            if not ended:
+                return 0
+            outcomes = {run_id: _outcome(st) for run_id, st in ended.items()}
+            users: dict[str, tuple[UserUsage, str | None]] = {}
+            now = datetime.now(UTC).isoformat()
+            for run_id in ended:
+                user = index[run_id].get("user")
+                if not user or outcomes[run_id] is None:
+                    continue
+                if user not in users:
+                    raw, uetag = await self.state.get(user_key(user))
+                    rec = UserUsage(user=user)
+                    if isinstance(raw, dict):
+                        with contextlib.suppress(ValidationError):
+                            rec = UserUsage.model_validate(raw)
+                    users[user] = (rec, uetag)
+                rec, uetag = users[user]
+                usage = outcomes[run_id]["usage"]  # type: ignore[index]
+                users[user] = (
+                    rec.model_copy(
+                        update={
+                            "runs": rec.runs + 1,
+                            "usage": rec.usage.add(usage),
+                            "last_run_id": run_id,
+                            "updated_at": now,
+                        }
+                    ),
+                    uetag,
+                )
+            new_index = {k: v for k, v in index.items() if k not in ended}
+            upserts: list[tuple[str, Any, str | None]] = [(INDEX_KEY, new_index, etag)]
+            for user, (rec, uetag) in users.items():
+                upserts.append((user_key(user), rec.model_dump(mode="json"), uetag))
+            if not await self.state.transact(upserts):
+                return 0  # another replica recorded them, or the index moved: next pass
+            self._gauge(new_index)
+        for run_id, st in ended.items():
+            self._count(run_id, index[run_id], st, outcomes[run_id])
+        return len(ended)
+
+    def _count(
+        self,
+        run_id: str,
+        entry: dict[str, Any],
+        st: WorkflowState | None,
+        outcome: dict[str, Any] | None,
+    ) -> None:
+        swarm = str(entry.get("swarm") or "unknown")
+        if st is None or outcome is None:
+            return  # never started: not counted
+        status = st.runtime_status
+        if status == WorkflowStatus.COMPLETED:
+            self.metrics.runs_completed.labels(swarm).inc()
+        elif status == WorkflowStatus.FAILED:
+            self.metrics.runs_failed.labels(swarm).inc()
+        else:
+            self.metrics.runs_terminated.labels(swarm).inc()
+        stop = outcome.get("stop_reason")
+        if stop:
+            self.metrics.budget_stops.labels(swarm, str(stop)).inc()
+        log.info(
+            "run ended: %s",
+            status.name.lower(),
+            extra={"run_id": run_id, "swarm": swarm, "stop_reason": stop},
+        )
+        try:
+            self._run_span(run_id, entry, st, outcome)
+        except Exception:
+            log.debug("run span not recorded", exc_info=True)
+
+    def _run_span(
+        self, run_id: str, entry: dict[str, Any], st: WorkflowState, outcome: dict[str, Any]
+    ) -> None:
+        run_ctx = telemetry.parse_traceparent(entry.get("trace"))
+        if run_ctx is None:
+            return
+        usage: Usage = outcome["usage"]
+        status = st.runtime_status.name.lower()
+        error = None
+        if st.runtime_status == WorkflowStatus.FAILED:
+            error = st.failure_details.message if st.failure_details else "failed"
+        elif st.runtime_status == WorkflowStatus.TERMINATED:
+            error = "terminated"
+        start = st.created_at or datetime.fromtimestamp(float(entry.get("t", 0)), UTC)
+        end = st.last_updated_at or datetime.now(UTC)
+        telemetry.emit_span(
+            self.tracer(),
+            f"swarmd.run {entry.get('swarm')}",
+            span_id=run_ctx.span_id,
+            trace_id=run_ctx.trace_id,
+            parent=telemetry.parse_traceparent(entry.get("parent")),
+            start=start,
+            end=end,
+            attributes={
+                "swarmd.run_id": run_id,
+                "swarmd.swarm": entry.get("swarm"),
+                "swarmd.run.status": status,
+                "swarmd.stop_reason": outcome.get("stop_reason"),
+                "enduser.id": entry.get("user"),
+                "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": usage.completion_tokens,
+                "swarmd.llm.calls": usage.calls,
+                "swarmd.llm.cost_usd": usage.cost_usd,
+            },
+            error=error,
+        )
+
+    def _gauge(self, index: dict[str, Any]) -> None:
+        counts: dict[str, int] = {}
+        for entry in index.values():
+            swarm = str((entry or {}).get("swarm") or "unknown")
+            counts[swarm] = counts.get(swarm, 0) + 1
+        for swarm in self._swarms | set(counts):
+            self.metrics.runs_in_flight.labels(swarm).set(counts.get(swarm, 0))
+        self._swarms |= set(counts)
+
+    async def close(self) -> None:
+        await self.state.close()
+
+
+def _outcome(st: WorkflowState | None) -> dict[str, Any] | None:
+    """Usage and stop reason of an ended run (None: the run never existed)."""
+    if st is None:
+        return None
+    usage = Usage()
+    stop = None
+    out: Any = None
+    if st.serialized_output:
+        with contextlib.suppress(ValueError):
+            out = json.loads(st.serialized_output)
+    if isinstance(out, dict) and isinstance(out.get("usage"), dict):
+        with contextlib.suppress(ValidationError):
+            usage = Usage.model_validate(out["usage"])
+        stop = out.get("stop_reason")
+    elif st.serialized_custom_status:
+        with contextlib.suppress(ValidationError, ValueError):
+            usage = Progress.model_validate_json(st.serialized_custom_status).usage
+    return {"usage": usage, "stop_reason": stop}

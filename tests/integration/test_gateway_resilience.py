@@ -1,0 +1,116 @@
+"""A provider's rate limits and outages do not stall a swarm (real LiteLLM proxy,
+real model server with injected faults, real daprd and app)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_run, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _answered_once(calls: list[dict[str, Any]]) -> Counter[str]:
+    """How often each distinct prompt was answered with 200 (a re-run agent step
+    would send the same messages again)."""
+    return Counter(c["messages_sha256"] for c in calls if c["status"] == 200)
+
+
+def test_429_storm_on_one_deployment_50_agents_complete(api, model_server, calls_since) -> None:
+    # mock-a (the first deployment of swarmd-fast and swarmd-smart) rate-limits every
+    # call; mock-b is slower, so latency-based routing keeps preferring mock-a whenever
+    # its cooldown ends: the 429s really reach the proxy, again and again.
+    faults = [
+        {"model": "mock-a", "status": 429, "rate": 1.0},
+        {"model": "mock-b", "latency_ms": 150},
+    ]
+    assert model_server.put("/_control/faults", json=faults).status_code == 200
+    calls = calls_since()
+    r = api.post(
+        "/v1/runs",
+        json={
+            "swarm": "scatter_gather",
+            "input": {"task": "Survey rate-limit handling in LLM gateways", "agents": 50},
+        },
+    )
+    assert r.status_code == 202, r.text
+    view = wait_run(api, r.json()["run_id"], timeout_s=240)
+
+    assert view["status"] == "completed", view
+    out = view["output"]
+    assert len(out["agent_results"]) == 50
+    assert all(a["status"] == "answered" for a in out["agent_results"]), [
+        a for a in out["agent_results"] if a["status"] != "answered"
+    ]
+    log = calls()
+    by_model = Counter((c["model"], c["status"]) for c in log)
+    # the model server's own log proves the 429s happened ...
+    assert by_model[("mock-a", 429)] >= 1, by_model
+    # ... and that every answer came from the other deployment or the backup
+    assert by_model[("mock-a", 200)] == 0, by_model
+    assert by_model[("mock-b", 200)] + by_model[("mock-backup", 200)] == 52, by_model
+    # planner + 50 agents + reducer, each answered exactly once
+    answered = _answered_once(log)
+    assert len(answered) == 52 and set(answered.values()) == {1}, answered.most_common(3)
+    assert out["usage"]["calls"] == 52
+
+
+def test_all_deployments_5xx_then_recover_run_pauses_and_completes(
+    api, model_server, calls_since
+) -> None:
+    # Agents run two at a time. Once two have answered, every upstream (all
+    # deployments, the backup too) answers 503 to the next 20 calls, then recovers.
+    # The proxy's bounded retries and fallback cannot hide that from the app: the
+    # agent steps in flight fail, the workflow retries them with jittered backoff,
+    # and the run goes on once the provider is back, without re-running anything
+    # that had completed.
+    outage = 20
+    slow = {"model": "*", "latency_ms": 150}
+    assert model_server.put("/_control/faults", json=[slow]).status_code == 200
+    calls = calls_since()
+    r = api.post(
+        "/v1/runs",
+        json={
+            "swarm": "scatter_gather",
+            "input": {
+                "task": "Write down how to survive a provider outage",
+                "agents": 10,
+                "max_parallel": 2,
+            },
+        },
+    )
+    assert r.status_code == 202, r.text
+    run_id = r.json()["run_id"]
+    wait_until(
+        lambda: (
+            ((api.get(f"/v1/runs/{run_id}").json().get("progress") or {}).get("agents_done") or 0)
+            >= 2
+        ),
+        timeout_s=60,
+        what="two agents done",
+    )
+    down = [{**slow, "status": 503, "count": outage}]
+    assert model_server.put("/_control/faults", json=down).status_code == 200
+    view = wait_run(api, run_id, timeout_s=240)
+
+    assert view["status"] == "completed", view
+    out = view["output"]
+    assert [a["status"] for a in out["agent_results"]] == ["answered"] * 10, out["agent_results"]
+    log = calls()
+    failures = [i for i, c in enumerate(log) if c["status"] == 503]
+    assert len(failures) == outage, Counter(log[i]["model"] for i in failures)
+    assert "mock-backup" in {log[i]["model"] for i in failures}, "the fallback alias was tried"
+    # every step answered exactly once: no completed agent (or planner) was re-run
+    answered = _answered_once(log)
+    assert len(answered) == 12 and set(answered.values()) == {1}, answered.most_common(3)
+    assert out["usage"]["calls"] == 12
+    # the run paused: nothing was answered between the first and the last 503, and
+    # the first answer after the outage came after the engine's backoff
+    assert all(c["status"] == 503 for c in log[failures[0] : failures[-1] + 1])
+    resumed = next(c for c in log[failures[-1] :] if c["status"] == 200)
+    pause = resumed["ts"] - log[failures[0]]["ts"]
+    assert pause >= 0.5, pause
+    print(f"outage of {outage} upstream calls paused the run for {pause:.1f}s")
