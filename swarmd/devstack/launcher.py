@@ -140,6 +140,8 @@ class Stack:
     app_mode: Literal["cli", "direct"] = "cli"
     model_latency_ms: int = 0
     app_env: dict[str, str] = field(default_factory=dict)
+    #: extra daprd flags (direct mode), e.g. profiling for benchmarks
+    daprd_args: list[str] = field(default_factory=list)
     watchdog_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, Proc] = field(default_factory=dict)
 
@@ -482,6 +484,7 @@ class Stack:
             "/healthz",
             "--log-level",
             "info",
+            *self.daprd_args,
         ]
 
     def start_app(self) -> None:

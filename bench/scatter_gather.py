@@ -1,0 +1,357 @@
+"""Scatter-gather throughput: the engine against a plain ``asyncio.gather`` of the same calls.
+
+On the real local stack (placement, scheduler, daprd, app, LiteLLM, model
+server; app and daprd as direct processes), for 100 and 1,000 agents:
+
+* ``noop``: each agent step is a no-op activity (no LLM): the engine's own
+  ceiling. Baseline: ``asyncio.gather`` over the same no-op coroutines.
+* ``llm-0ms``: a real scatter-gather run through the LiteLLM proxy against the
+  local model server answering at once. Baseline: the same planner call,
+  ``asyncio.gather`` of the same N agent calls, and the reducer call, with the
+  same ``openai`` client settings, through the same proxy.
+* ``llm-200ms``: the same with 200 ms model latency.
+
+Reported per case: wall time, agent-steps/s, peak RSS of app+daprd, the CPU
+seconds each process of the stack spent (where the time goes), and the
+engine/baseline ratios measured in the same run. Results go to stdout and to
+``bench/results/scatter_gather.json``.
+
+    .venv/bin/python -m bench.scatter_gather [--sizes 100,1000] [--cases noop,llm-0ms,llm-200ms]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from openai import AsyncOpenAI
+
+from swarmd.devstack.launcher import ROOT, Ports, Stack
+
+RESULTS = Path(__file__).resolve().parent / "results" / "scatter_gather.json"
+TASK = "Survey the failure modes of distributed agent systems"
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class Sampler:
+    """CPU seconds per stack process over a measurement, and peak RSS of app+daprd."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.pids = {n: p.popen.pid for n, p in stack.procs.items()}
+        self.start = {n: cpu_seconds(pid) for n, pid in self.pids.items()}
+        self.peak = 0.0
+
+    def sample(self) -> None:
+        rss = sum(rss_mb(self.pids[n]) for n in ("app", "daprd") if n in self.pids)
+        self.peak = max(self.peak, rss)
+
+    def cpu(self) -> dict[str, float]:
+        return {n: round(cpu_seconds(pid) - self.start[n], 2) for n, pid in self.pids.items()}
+
+
+def wait_done(api: httpx.Client, run_id: str, sampler: Sampler, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        sampler.sample()
+        r = api.get(f"/v1/runs/{run_id}")
+        if r.status_code == 200 and r.json()["status"] in ("completed", "failed", "terminated"):
+            return str(r.json()["status"])
+        time.sleep(0.1)
+    raise TimeoutError(run_id)
+
+
+def engine_noop(stack: Stack, api: httpx.Client, n: int, tag: str) -> dict[str, Any]:
+    run_id = f"bench-noop-{n}-{tag}"
+    sampler = Sampler(stack)
+    t0 = time.perf_counter()
+    r = httpx.post(
+        f"{stack.dapr_url}/v1.0/workflows/dapr/bench.noop_fanout/start?instanceID={run_id}",
+        json={"agents": n},
+    )
+    r.raise_for_status()
+    status = wait_done(api, run_id, sampler, timeout_s=1800)
+    wall = time.perf_counter() - t0
+    return {
+        "wall_s": wall,
+        "status": status,
+        "peak_rss_mb": round(sampler.peak),
+        "cpu_s": sampler.cpu(),
+    }
+
+
+def profile_app(stack: Stack, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy on the app process (collapsed stacks), if py-spy is installed."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        return None
+    return subprocess.Popen(
+        [
+            str(spy),
+            "record",
+            "--pid",
+            str(stack.procs["app"].popen.pid),
+            "--format",
+            "raw",
+            "--rate",
+            "50",
+            "--nonblocking",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+PROFILE_PORT_INDEX = 24  # the last port of the stack's 25-port block
+
+
+def profile_daprd(stack: Stack, seconds: int) -> subprocess.Popen[bytes] | None:
+    """A CPU profile of daprd over ``seconds`` through its pprof endpoint, if Go is here."""
+    go = shutil.which("go")
+    if go is None or "--enable-profiling" not in stack.daprd_args:
+        return None
+    port = stack.daprd_args[stack.daprd_args.index("--profile-port") + 1]
+    return subprocess.Popen(
+        [
+            go,
+            "tool",
+            "pprof",
+            "-top",
+            "-nodecount=18",
+            f"-seconds={seconds}",
+            f"http://127.0.0.1:{port}/debug/pprof/profile",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def top_frames(collapsed: Path, k: int = 12) -> list[tuple[str, float]]:
+    """Share of samples per innermost swarmd/dapr/durabletask frame (self + callees)."""
+    totals: dict[str, int] = {}
+    all_samples = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        all_samples += n
+        frames = stack.split(";")
+        for f in reversed(frames):
+            if any(
+                key in f
+                for key in (
+                    "swarmd",
+                    "durabletask",
+                    "dapr/",
+                    "grpc",
+                    "openai",
+                    "httpx",
+                    "pydantic",
+                    "json",
+                )
+            ):
+                totals[f] = totals.get(f, 0) + n
+                break
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:k]
+    return [(f, round(100 * c / max(1, all_samples), 1)) for f, c in ranked]
+
+
+def engine_llm(stack: Stack, api: httpx.Client, n: int, tag: str) -> dict[str, Any]:
+    sampler = Sampler(stack)
+    t0 = time.perf_counter()
+    r = api.post(
+        "/v1/runs",
+        json={
+            "swarm": "scatter_gather",
+            "run_id": f"bench-{tag}-{n}",
+            "input": {"task": TASK, "agents": n, "max_parallel": n},
+        },
+    )
+    r.raise_for_status()
+    status = wait_done(api, r.json()["run_id"], sampler, timeout_s=1800)
+    wall = time.perf_counter() - t0
+    return {
+        "wall_s": wall,
+        "status": status,
+        "peak_rss_mb": round(sampler.peak),
+        "cpu_s": sampler.cpu(),
+    }
+
+
+async def baseline_noop(n: int) -> float:
+    async def step(i: int) -> dict[str, Any]:
+        return {"agent": i, "content": "ok"}
+
+    t0 = time.perf_counter()
+    await step(-1)
+    await asyncio.gather(*(step(i) for i in range(n)))
+    await step(-2)
+    return time.perf_counter() - t0
+
+
+async def baseline_llm(stack: Stack, n: int) -> float:
+    client = AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{stack.ports.litellm}/v1",
+        api_key=stack.gateway_key,
+        max_retries=0,
+        timeout=120,
+    )
+
+    async def call(model: str, system: str, user: str) -> str:
+        resp = await client.chat.completions.create(
+            model=model,
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+        )
+        return resp.choices[0].message.content or ""
+
+    t0 = time.perf_counter()
+    plan = await call(
+        "swarmd-smart", f"Split the task into exactly {n} subtasks.", f"{TASK} (baseline)"
+    )
+    subtasks = plan.splitlines()[:n]
+    answers = await asyncio.gather(
+        *(call("swarmd-fast", "You are a careful analyst.", s) for s in subtasks)
+    )
+    await call("swarmd-smart", "Merge the answers.", "\n\n".join(answers)[:20000])
+    took = time.perf_counter() - t0
+    await client.close()
+    return took
+
+
+def set_latency(stack: Stack, ms: int) -> None:
+    faults = [{"model": "*", "latency_ms": ms}] if ms else []
+    httpx.put(f"{stack.model_server_url}/_control/faults", json=faults).raise_for_status()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="100,1000")
+    ap.add_argument("--cases", default="noop,llm-0ms,llm-200ms")
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        help="also profile the app (py-spy) and daprd (pprof) during an N-agent no-op run",
+    )
+    ap.add_argument(
+        "--data-dir-parent",
+        default=None,
+        help="where the stack's data dir goes (e.g. /dev/shm to take fsync out)",
+    )
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    cases = args.cases.split(",")
+    slot = int(os.environ.get("SWARMD_BENCH_PORT_OFFSET", "4400"))
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="swarmd-bench-", dir=args.data_dir_parent) as tmp:
+        ports = Ports.for_tests(slot)
+        daprd_args = []
+        if args.profile:
+            profile_port = ports.placement + PROFILE_PORT_INDEX
+            daprd_args = ["--enable-profiling", "--profile-port", str(profile_port)]
+        stack = Stack(
+            daprd_args=daprd_args,
+            data_dir=Path(tmp),
+            ports=Ports.for_tests(slot),
+            app_mode="direct",
+            app_env={
+                "SWARMD_PLUGINS": '["bench.plugin"]',
+                "PYTHONPATH": str(ROOT),
+                "SWARMD_MAX_AGENTS": "10000",
+                "SWARMD_LOG_LEVEL": "WARNING",
+                "SWARMD_MAX_BODY_BYTES": "10000000",
+            },
+        )
+        print(f"starting the stack in {tmp} ...", flush=True)
+        stack.start()
+        headers = {"Authorization": f"Bearer {stack.api_token}"}
+        try:
+            with httpx.Client(base_url=stack.api_url, headers=headers, timeout=60) as api:
+                engine_llm(stack, api, 5, "warmup")  # first calls pay imports and routing
+                if args.profile:
+                    prof = Path(tmp) / "app.collapsed"
+                    spy = profile_app(stack, prof)
+                    go_prof = profile_daprd(stack, seconds=20)
+                    took = engine_noop(stack, api, args.profile, "profile")
+                    print(f"profiled run: {args.profile} no-op agents in {took['wall_s']:.1f}s")
+                    if go_prof is not None:
+                        out, _ = go_prof.communicate(timeout=120)
+                        print("daprd CPU profile (go tool pprof -top, first 20 s):")
+                        print("\n".join(out.decode(errors="replace").splitlines()[:22]))
+                    if spy is not None:
+                        spy.send_signal(2)
+                        spy.wait(timeout=60)
+                        print("app profile (share of samples, by innermost project frame):")
+                        for frame, pct in top_frames(prof):
+                            print(f"  {pct:5.1f}%  {frame}")
+                for case in cases:
+                    for n in sizes:
+                        if case == "noop":
+                            eng = engine_noop(stack, api, n, "m")
+                            base = asyncio.run(baseline_noop(n))
+                        else:
+                            set_latency(stack, 200 if case == "llm-200ms" else 0)
+                            eng = engine_llm(stack, api, n, case)
+                            base = asyncio.run(baseline_llm(stack, n))
+                            set_latency(stack, 0)
+                        row = {
+                            "case": case,
+                            "agents": n,
+                            "engine_wall_s": round(eng["wall_s"], 2),
+                            "baseline_wall_s": round(base, 4),
+                            "engine_steps_per_s": round(n / eng["wall_s"], 1),
+                            "baseline_steps_per_s": round(n / base, 1),
+                            "ratio_engine_over_baseline": round(eng["wall_s"] / base, 2),
+                            "status": eng["status"],
+                            "peak_rss_mb_app_daprd": eng["peak_rss_mb"],
+                            "cpu_s": eng["cpu_s"],
+                        }
+                        rows.append(row)
+                        print(json.dumps(row), flush=True)
+        finally:
+            stack.stop()
+    RESULTS.parent.mkdir(exist_ok=True)
+    out = (
+        RESULTS if args.data_dir_parent is None else RESULTS.with_name("scatter_gather-tmpfs.json")
+    )
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+    print("\ncase        agents  engine s  baseline s  ratio  steps/s  peak MB")
+    for r in rows:
+        print(
+            f"{r['case']:<11} {r['agents']:>6} {r['engine_wall_s']:>9} "
+            f"{r['baseline_wall_s']:>11} {r['ratio_engine_over_baseline']:>6} "
+            f"{r['engine_steps_per_s']:>8} {r['peak_rss_mb_app_daprd']:>8}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
