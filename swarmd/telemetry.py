@@ -29,9 +29,12 @@ run as a W3C ``traceparent`` (``SwarmInput.trace`` -> ``AgentInput.trace`` ->
   last orchestration steps (times from the workflow history);
 * LLM and tool spans are real, live spans in the activities.
 
-The trace context is also handed to daprd on the start call (gRPC
-``traceparent`` metadata), so when the sidecar exports its own workflow spans
-(Dapr Configuration ``tracing``) they join the same trace under the run span.
+The run's trace context is also handed to daprd on the start call (gRPC
+``traceparent`` metadata, :func:`propagate_to_dapr`): daprd passes it down to
+every activity of the run, where the Dapr SDK opens its own ``activity: <name>``
+span, and, when the sidecar exports its workflow spans (Dapr Configuration
+``tracing``), those join the same trace under the run span. Our LLM and tool
+spans link to the SDK's activity span.
 
 Export: OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, otherwise JSON
 lines to ``<data dir>/traces.jsonl`` (``SWARMD_TRACE_EXPORT=file``), the
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -50,6 +54,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import grpc
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -324,3 +329,54 @@ def _agent_span(
         )
     except Exception:  # telemetry must never fail a workflow step
         log.debug("agent span not recorded", exc_info=True)
+
+
+# -- into Dapr -----------------------------------------------------------------------
+
+
+class _StartTrace(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Sends a run's traceparent (``SwarmInput.trace``) as gRPC metadata on the
+    workflow start call, where daprd picks it up as the workflow's parent context."""
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        method = details.method
+        if isinstance(method, bytes):  # grpc.aio hands the method name as bytes
+            method = method.decode("ascii", "replace")
+        value = _start_traceparent(str(method), request)
+        if value is not None:
+            metadata = grpc.aio.Metadata(*(tuple(details.metadata or ())))
+            metadata.add("traceparent", value)
+            details = grpc.aio.ClientCallDetails(
+                details.method,
+                details.timeout,
+                metadata,
+                details.credentials,
+                details.wait_for_ready,
+            )
+        return await continuation(details, request)
+
+
+def _start_traceparent(method: str, request: Any) -> str | None:
+    if not method.endswith("/StartInstance"):
+        return None
+    try:
+        raw = json.loads(request.input.value)
+    except (AttributeError, ValueError, TypeError):
+        return None
+    value = raw.get("trace") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) and parse_traceparent(value) else None
+
+
+def propagate_to_dapr(wf_client: Any) -> bool:
+    """Make ``wf_client`` (a ``DaprWorkflowClient``, before its first call) hand each
+    run's trace context to daprd. The SDK has no public hook for client interceptors,
+    so this reaches its inner gRPC client; False (and nothing changed) if that moved."""
+    inner = getattr(wf_client, "_DaprWorkflowClient__obj", None)
+    interceptors = getattr(inner, "_interceptors", None)
+    if not isinstance(interceptors, list) or getattr(inner, "_channel", None) is not None:
+        log.warning("trace context not handed to daprd: Dapr SDK client layout changed")
+        return False
+    interceptors.append(_StartTrace())
+    return True

@@ -97,6 +97,7 @@ def create_app(
                 task.cancel()
                 await engine.stop()
                 await app.state.tracker.close()
+            _flush_spans(tracer_provider)
 
     app = FastAPI(
         title="swarmd",
@@ -164,6 +165,17 @@ def create_app(
         include_in_schema=True,
     )
     return app
+
+
+def _flush_spans(tracer_provider: Any) -> None:
+    """Export the spans still queued: uvicorn re-raises SIGTERM once it has shut down,
+    so nothing after the server returns would run."""
+    from opentelemetry import trace
+
+    for provider in {id(p): p for p in (tracer_provider, trace.get_tracer_provider())}.values():
+        flush = getattr(provider, "force_flush", None)
+        if flush is not None:
+            flush(5000)
 
 
 def _observability(app: FastAPI, settings: Settings, tracer_provider: Any) -> None:

@@ -23,6 +23,7 @@ from swarmd.engine.registry import OwnerRegistry
 from swarmd.engine.runtime import build_runtime, sdk_logger_options
 from swarmd.engine.sidecar import Sidecar
 from swarmd.engine.state import StateStore
+from swarmd.telemetry import propagate_to_dapr
 
 log = logging.getLogger("swarmd.engine")
 
@@ -79,6 +80,7 @@ class Engine:
                 port=str(s.dapr_grpc_port),
                 logger_options=sdk_logger_options(s),
             )
+            propagate_to_dapr(app.state.wf_client)  # runs' traces continue in daprd
             app.state.engine_ready = True
             log.info("workflow engine ready")
         except Exception:

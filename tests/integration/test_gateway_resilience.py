@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_run, wait_until
+from tests.integration.test_metrics import metric
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +29,7 @@ def test_429_storm_on_one_deployment_50_agents_complete(api, model_server, calls
         {"model": "mock-b", "latency_ms": 150},
     ]
     assert model_server.put("/_control/faults", json=faults).status_code == 200
+    retries0 = metric(api, "swarmd_llm_retries_total")
     calls = calls_since()
     r = api.post(
         "/v1/runs",
@@ -56,6 +58,35 @@ def test_429_storm_on_one_deployment_50_agents_complete(api, model_server, calls
     answered = _answered_once(log)
     assert len(answered) == 52 and set(answered.values()) == {1}, answered.most_common(3)
     assert out["usage"]["calls"] == 52
+    # the app saw the proxy's retries in its response headers
+    assert metric(api, "swarmd_llm_retries_total") >= retries0 + 1
+    print(f"429s from mock-a: {by_model[('mock-a', 429)]}; answers: {dict(by_model)}")
+
+
+def test_whole_alias_rate_limited_the_fallback_alias_answers(
+    api, model_server, calls_since
+) -> None:
+    # both deployments of swarmd-fast and swarmd-smart refuse: the proxy falls back
+    # to swarmd-backup and the app never sees an error
+    faults = [{"model": m, "status": 429} for m in ("mock-a", "mock-b")]
+    assert model_server.put("/_control/faults", json=faults).status_code == 200
+    fallbacks0 = metric(api, "swarmd_llm_fallbacks_total")
+    errors0 = metric(api, "swarmd_llm_errors_total")
+    calls = calls_since()
+    r = api.post(
+        "/v1/runs",
+        json={"swarm": "scatter_gather", "input": {"task": "Fall back gracefully", "agents": 3}},
+    )
+    assert r.status_code == 202, r.text
+    view = wait_run(api, r.json()["run_id"], timeout_s=120)
+
+    assert view["status"] == "completed", view
+    log = calls()
+    answered = [c for c in log if c["status"] == 200]
+    assert {c["model"] for c in answered} == {"mock-backup"}, Counter(c["model"] for c in log)
+    assert len(answered) == 5
+    assert metric(api, "swarmd_llm_fallbacks_total") >= fallbacks0 + 5
+    assert metric(api, "swarmd_llm_errors_total") == errors0
 
 
 def test_all_deployments_5xx_then_recover_run_pauses_and_completes(
