@@ -52,7 +52,7 @@ class TracedApp:
 def traced_app(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TracedApp]:
     side = Stack(
         data_dir=tmp_path_factory.mktemp("traced"),
-        ports=Ports.with_offset(TEST_OFFSET + 300),
+        ports=Ports.for_tests(TEST_OFFSET + 300),  # a block of its own beside the session stack
         app_mode="direct",
     )
     side.check_ports()
