@@ -135,10 +135,11 @@ class Ctx:
 CtxDep = Annotated[Ctx, Depends(Ctx)]
 
 
-async def _state(client: DaprWorkflowClient, iid: str) -> Any:
+async def _state(client: DaprWorkflowClient, iid: str, payloads: bool = False) -> Any:
+    """The workflow's state (``payloads``: with its custom status, i.e. the phase)."""
     for attempt in range(4):
         try:
-            return await client.get_workflow_state(iid, fetch_payloads=False)
+            return await client.get_workflow_state(iid, fetch_payloads=payloads)
         except grpc.RpcError as exc:
             last = exc
             await asyncio.sleep(0.05 * 2**attempt)
@@ -211,14 +212,14 @@ async def provision(body: Provision, c: CtxDep, response: Response) -> dict[str,
             await c.store.put(user, "profile", value=p.model_dump(mode="json"))
             created = True
         await _ensure_workflow(c, user)
-    view = _view(c, p, await _state(c.client, instance_id(user)), None)
+    view = _view(c, p, await _state(c.client, instance_id(user), payloads=True), None)
     return {**view, "created": created}
 
 
 @router.get("/{user_id}")
 async def get_agent(user_id: UserId, c: CtxDep) -> dict[str, Any]:
     p = await c.profile(user_id)
-    wf = await _state(c.client, instance_id(user_id))
+    wf = await _state(c.client, instance_id(user_id), payloads=True)
     return _view(c, p, wf, await c.store.get(user_id, "usage", today()))
 
 
@@ -240,7 +241,7 @@ async def customise(user_id: UserId, body: Customise, c: CtxDep) -> dict[str, An
         check_customisation(c.baseline, c.templates[p.template], prefs, skills)
         p = p.model_copy(update={"preferences": prefs, "skills": skills})
         await c.store.put(user_id, "profile", value=p.model_dump(mode="json"))
-    wf = await _state(c.client, instance_id(user_id))
+    wf = await _state(c.client, instance_id(user_id), payloads=True)
     return _view(c, p, wf, await c.store.get(user_id, "usage", today()))
 
 

@@ -69,9 +69,13 @@ def test_provisioning_is_idempotent(api: httpx.Client) -> None:
     assert again.status_code == 200 and again.json()["created"] is False
     other = api.post("/v1/agents", json={"user_id": user, "template": "engineer"})
     assert other.status_code == 409 and other.json()["error"]["field"] == "template"
-    view = api.get(f"/v1/agents/{user}").json()
+    view = wait_until(
+        lambda: (v := api.get(f"/v1/agents/{user}").json())["workflow"]["phase"] == "idle" and v,
+        timeout_s=60,
+        what="the agent to wait idle",
+    )
     assert view["workflow"]["instance_id"] == f"user-agent-{user}"
-    assert view["workflow"]["status"] in ("running", "pending")
+    assert view["workflow"]["status"] == "running"
     bad = api.post("/v1/agents", json={"user_id": "no|pipes", "template": "analyst"})
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "user_id"
     unknown = api.post("/v1/agents", json={"user_id": uid("x"), "template": "wizard"})
