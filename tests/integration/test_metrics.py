@@ -133,3 +133,35 @@ def test_failed_run_is_counted(api, model_server) -> None:
         what="the run counted as failed",
     )
     assert metric(api, "swarmd_llm_errors_total", model="swarmd-smart", reason="400") == errors0 + 1
+
+
+def test_in_flight_and_completion_survive_an_app_restart(api, model_server, stack) -> None:
+    # the run is in the durable run index, so a new process reports it in flight and
+    # counts its end, though the process that started it is gone
+    spec = {
+        "name": "restarted",
+        "pattern": "scatter_gather",
+        "agents": [{"name": "analyst", "role": "You analyse."}],
+        "limits": {"max_parallel": 1},
+    }
+    slow = [{"model": "*", "latency_ms": 400}]
+    assert model_server.put("/_control/faults", json=slow).status_code == 200
+    r = api.post("/v1/runs", json={"spec": spec, "input": {"task": "Outlive me", "agents": 4}})
+    assert r.status_code == 202, r.text
+    run_id = r.json()["run_id"]
+    assert metric(api, "swarmd_runs_in_flight", swarm="restarted") == 1
+
+    stack.kill("app")
+    stack.restart_app()
+    wait_until(
+        lambda: metric(api, "swarmd_runs_in_flight", swarm="restarted") == 1,
+        timeout_s=30,
+        what="the new process reporting the run in flight",
+    )
+    assert wait_run(api, run_id, timeout_s=120)["status"] == "completed"
+    wait_until(
+        lambda: metric(api, "swarmd_runs_completed_total", swarm="restarted") == 1,
+        timeout_s=30,
+        what="the new process counting the run's end",
+    )
+    assert metric(api, "swarmd_runs_in_flight", swarm="restarted") == 0
