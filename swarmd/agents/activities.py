@@ -23,6 +23,7 @@ from swarmd.activities.tools import LockFn
 from swarmd.agents.config import Baseline, Profile, Template, effective
 from swarmd.agents.store import MEMORY_AGENT, UserStore, instance_id, now_iso, today
 from swarmd.engine.models import AgentInput, AgentOutput
+from swarmd.errors import ValidationFailed
 
 POLL = "swarmd.user_agent.poll"
 BEGIN_TURN = "swarmd.user_agent.begin_turn"
@@ -67,7 +68,12 @@ def make_activities(
                 msg.update(status="failed", error=f"template {profile.template!r} is gone")
                 await store.put(user, "msg", seq, value=msg)
                 return {"status": "failed"}
-            eff = effective(baseline, template, profile, msg.get("skill"))
+            try:
+                eff = effective(baseline, template, profile, msg.get("skill"))
+            except ValidationFailed as exc:  # e.g. the skill was removed after the message
+                msg.update(status="failed", error=exc.message, answered_at=now_iso())
+                await store.put(user, "msg", seq, value=msg)
+                return {"status": "failed"}
             used = (await store.get(user, "usage", today()) or {}).get("tokens", 0)
             if used >= eff.max_daily_tokens:
                 msg.update(

@@ -235,3 +235,28 @@ def test_schedule_fires_and_survives_an_app_sigkill(
     assert api.delete(f"/v1/agents/{user}/schedules/{sid}").status_code == 200
     assert api.get(f"/v1/agents/{user}/schedules").json()["schedules"] == []
     assert api.delete(f"/v1/agents/{user}/schedules/{sid}").status_code == 404
+
+
+def test_a_skill_narrows_tools_and_prompt_for_one_message(api: httpx.Client) -> None:
+    user = uid("skill")
+    provision(api, user, "analyst")
+    r = api.patch(
+        f"/v1/agents/{user}",
+        json={"skills": {"sum": {"prompt": "Add things up.", "tools": ["calculator"]}}},
+    )
+    assert r.status_code == 200, r.text
+    r = api.post(
+        f"/v1/agents/{user}/messages",
+        json={"text": 'use tool calculator with {"expression": "6*7"}', "skill": "sum"},
+    )
+    assert r.status_code == 202, r.text
+    msg = reply(api, user, r.json()["message_id"])
+    assert msg["status"] == "answered" and "42" in msg["reply"], msg
+    r = api.post(f"/v1/agents/{user}/messages", json={"text": "hi", "skill": "nope"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "skill"
+    events = []
+    with api.stream("GET", f"/v1/agents/{user}/messages/{msg['message_id']}/stream") as s:
+        for line in s.iter_lines():
+            if line.startswith("event: "):
+                events.append(line.removeprefix("event: "))
+    assert events == ["answered"]
