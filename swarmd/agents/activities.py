@@ -19,7 +19,6 @@ from typing import Any
 
 from dapr.ext.workflow import WorkflowActivityContext
 
-from swarmd.activities.tools import LockFn
 from swarmd.agents.config import Baseline, Profile, Template, effective
 from swarmd.agents.store import MEMORY_AGENT, UserStore, instance_id, now_iso, today
 from swarmd.engine.models import AgentInput, AgentOutput
@@ -29,7 +28,6 @@ POLL = "swarmd.user_agent.poll"
 BEGIN_TURN = "swarmd.user_agent.begin_turn"
 FINISH_TURN = "swarmd.user_agent.finish_turn"
 FIRE_JOB = "swarmd.user_agent.fire_job"
-TURN_LOCK_TTL_S = 60
 
 Activity = Callable[[WorkflowActivityContext, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -42,11 +40,8 @@ def memory_prompt(memory: list[dict[str, str]]) -> str:
 
 
 def make_activities(
-    store: UserStore, lock: LockFn, baseline: Baseline, templates: dict[str, Template]
+    store: UserStore, baseline: Baseline, templates: dict[str, Template]
 ) -> dict[str, Activity]:
-    def turn_lock(user: str) -> Any:
-        return lock(f"turn.{user}", TURN_LOCK_TTL_S, wait_s=30.0, marker=f"busy.user.{user}")
-
     async def poll(_: WorkflowActivityContext, inp: dict[str, Any]) -> dict[str, Any]:
         user, done = inp["user"], int(inp["done"])
         if await store.get(user, "profile") is None:
@@ -57,7 +52,7 @@ def make_activities(
 
     async def begin_turn(_: WorkflowActivityContext, inp: dict[str, Any]) -> dict[str, Any]:
         user, seq = inp["user"], int(inp["seq"])
-        async with turn_lock(user), store.locked(user):
+        async with store.locked(user, turn=True):
             msg = await store.get(user, "msg", seq)
             raw_profile = await store.get(user, "profile")
             if msg is None or raw_profile is None:
@@ -104,7 +99,7 @@ def make_activities(
     async def finish_turn(_: WorkflowActivityContext, inp: dict[str, Any]) -> dict[str, Any]:
         user, seq = inp["user"], int(inp["seq"])
         out = AgentOutput.model_validate(inp["output"])
-        async with turn_lock(user), store.locked(user):
+        async with store.locked(user, turn=True):
             msg = await store.get(user, "msg", seq)
             raw_profile = await store.get(user, "profile")
             if msg is None or raw_profile is None:

@@ -19,7 +19,6 @@ def register_activities(reg: Any, settings: Settings, state: StateStore, deps: T
     store = UserStore(state, deps.lock)
     acts = make_activities(
         store,
-        deps.lock,
         load_baseline(settings.agent_baseline),
         load_templates(settings.agent_templates_dir),
     )

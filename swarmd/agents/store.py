@@ -6,8 +6,10 @@ not derived from the message counter is recorded in the user's index
 (``agent|u|index``); deprovisioning deletes the derived keys, the indexed keys
 and the index, then reads every one back to prove it is gone.
 
-Mutations of one user's records happen under the distributed lock ``agent.<u>``
-(the API and the workflow's activities both write them).
+Mutations of one user's records happen under the user's distributed lock
+``turn.<u>`` (the API and the workflow's activities both write them); a turn's
+side effects hold it with the ``busy.user.<u>`` marker. One lock per user, not
+one per purpose: every lock operation also updates the owner registry.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from swarmd.agents.config import USER_ID_RE
 from swarmd.engine.state import StateStore
 
 MEMORY_AGENT = "assistant"
+LOCK_TTL_S = 60
 WORKFLOW_PREFIX = "user-agent-"
 
 
@@ -62,8 +65,11 @@ class UserStore:
         self.lock = lock
 
     @asynccontextmanager
-    async def locked(self, user: str) -> AsyncIterator[None]:
-        async with self.lock(f"agent.{user}", 30, wait_s=30.0):
+    async def locked(self, user: str, turn: bool = False) -> AsyncIterator[None]:
+        """The user's one lock, ``turn.<user>``. ``turn=True`` (a turn's side effects) also
+        sets the marker ``busy.user.<user>``, as ``LockManager.user_turn`` does."""
+        marker = {"marker": f"busy.user.{user}"} if turn else {}
+        async with self.lock(f"turn.{user}", LOCK_TTL_S, wait_s=30.0, **marker):
             yield
 
     async def get(self, user: str, *parts: str | int) -> Any | None:

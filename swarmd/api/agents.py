@@ -53,6 +53,8 @@ router = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(r
 
 UserId = Annotated[str, Path(description="the user's id", max_length=64)]
 FINAL = frozenset({"answered", "failed", "budget_exhausted"})
+#: how often a long-polling GET of a message re-reads it
+WAIT_POLL_S = 0.2
 ENDED = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED})
 
 
@@ -286,11 +288,11 @@ async def get_message(
     """The message and its reply (``status``: queued, running, answered, failed,
     budget_exhausted). ``wait_s`` long-polls until the reply is there."""
     deadline = time.monotonic() + wait_s
-    while True:
-        msg = await _message(c, user_id, message_id)
-        if msg["status"] in FINAL or time.monotonic() >= deadline:
-            return msg
-        await asyncio.sleep(0.1)
+    msg = await _message(c, user_id, message_id)
+    while msg["status"] not in FINAL and time.monotonic() < deadline:
+        await asyncio.sleep(WAIT_POLL_S)
+        msg = await c.store.get(user_id, "msg", msg["seq"]) or msg
+    return msg
 
 
 @router.get("/{user_id}/messages/{message_id}/stream", response_class=StreamingResponse)
