@@ -88,6 +88,18 @@ def wait_done(api: httpx.Client, run_id: str, sampler: Sampler, timeout_s: float
     raise TimeoutError(run_id)
 
 
+def measured(api: httpx.Client, run_id: str, sampler: Sampler, t0: float) -> dict[str, Any]:
+    """Wait for the run, then its wall time (from ``t0``), status, peak RSS and CPU split."""
+    status = wait_done(api, run_id, sampler, timeout_s=1800)
+    wall = time.perf_counter() - t0
+    return {
+        "wall_s": wall,
+        "status": status,
+        "peak_rss_mb": round(sampler.peak),
+        "cpu_s": sampler.cpu(),
+    }
+
+
 def engine_noop(stack: Stack, api: httpx.Client, n: int, tag: str) -> dict[str, Any]:
     run_id = f"bench-noop-{n}-{tag}"
     sampler = Sampler(stack)
@@ -97,14 +109,7 @@ def engine_noop(stack: Stack, api: httpx.Client, n: int, tag: str) -> dict[str, 
         json={"agents": n},
     )
     r.raise_for_status()
-    status = wait_done(api, run_id, sampler, timeout_s=1800)
-    wall = time.perf_counter() - t0
-    return {
-        "wall_s": wall,
-        "status": status,
-        "peak_rss_mb": round(sampler.peak),
-        "cpu_s": sampler.cpu(),
-    }
+    return measured(api, run_id, sampler, t0)
 
 
 def profile_app(stack: Stack, out: Path) -> subprocess.Popen[bytes] | None:
@@ -196,14 +201,7 @@ def engine_llm(stack: Stack, api: httpx.Client, n: int, tag: str) -> dict[str, A
         },
     )
     r.raise_for_status()
-    status = wait_done(api, r.json()["run_id"], sampler, timeout_s=1800)
-    wall = time.perf_counter() - t0
-    return {
-        "wall_s": wall,
-        "status": status,
-        "peak_rss_mb": round(sampler.peak),
-        "cpu_s": sampler.cpu(),
-    }
+    return measured(api, r.json()["run_id"], sampler, t0)
 
 
 async def baseline_noop(n: int) -> float:
@@ -339,10 +337,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stack.stop()
     RESULTS.parent.mkdir(exist_ok=True)
-    out = (
+    results = (
         RESULTS if args.data_dir_parent is None else RESULTS.with_name("scatter_gather-tmpfs.json")
     )
-    out.write_text(json.dumps(rows, indent=2) + "\n")
+    results.write_text(json.dumps(rows, indent=2) + "\n")
     print("\ncase        agents  engine s  baseline s  ratio  steps/s  peak MB")
     for r in rows:
         print(
