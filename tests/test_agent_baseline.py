@@ -90,3 +90,16 @@ def test_next_fire_every_and_daily() -> None:
     assert next_fire({"every_s": 2}, now) == datetime(2026, 1, 1, 10, 30, 2)
     assert next_fire({"daily_at": "09:00"}, now) == datetime(2026, 1, 2, 9, 0)
     assert next_fire({"daily_at": "11:00"}, now) == datetime(2026, 1, 1, 11, 0)
+
+
+async def test_a_reply_stored_on_another_thread_wakes_the_waiter() -> None:
+    import asyncio
+    import threading
+
+    from swarmd.agents import notify
+
+    with notify.waiter("u1", 3) as stored, notify.waiter("u1", 4) as other:
+        threading.Thread(target=notify.notify, args=("u1", 3)).start()
+        await asyncio.wait_for(stored.wait(), 5)
+        assert not other.is_set()
+    assert notify._waiters == {}

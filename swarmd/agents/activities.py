@@ -20,6 +20,7 @@ from typing import Any
 from dapr.ext.workflow import WorkflowActivityContext
 
 from swarmd.agents.config import Baseline, Profile, Template, effective
+from swarmd.agents.notify import notify
 from swarmd.agents.store import MEMORY_AGENT, UserStore, instance_id, now_iso, today
 from swarmd.engine.models import AgentInput, AgentOutput
 from swarmd.errors import ValidationFailed
@@ -68,6 +69,7 @@ def make_activities(
             except ValidationFailed as exc:  # e.g. the skill was removed after the message
                 msg.update(status="failed", error=exc.message, answered_at=now_iso())
                 await store.put(user, "msg", seq, value=msg)
+                notify(user, seq)
                 return {"status": "failed"}
             used = (await store.get(user, "usage", today()) or {}).get("tokens", 0)
             if used >= eff.max_daily_tokens:
@@ -80,6 +82,7 @@ def make_activities(
                     answered_at=now_iso(),
                 )
                 await store.put(user, "msg", seq, value=msg)
+                notify(user, seq)
                 return {"status": "budget_exhausted"}
             memory = await store.get(user, "memory") or []
             msg.update(status="running", started_at=now_iso())
@@ -124,6 +127,7 @@ def make_activities(
                     {"role": "assistant", "content": out.content},
                 ]
                 await store.put(user, "memory", value=memory[-2 * keep :])
+        notify(user, seq)
         return {"status": msg["status"]}
 
     async def fire_job(_: WorkflowActivityContext, inp: dict[str, Any]) -> dict[str, Any]:

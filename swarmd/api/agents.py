@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from swarmd.agents import notify
 from swarmd.agents.config import (
     NAME_RE,
     Baseline,
@@ -53,8 +54,9 @@ router = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(r
 
 UserId = Annotated[str, Path(description="the user's id", max_length=64)]
 FINAL = frozenset({"answered", "failed", "budget_exhausted"})
-#: how often a long-polling GET of a message re-reads it
-WAIT_POLL_S = 0.2
+#: a long-polling GET re-reads the message at least this often (a reply stored by
+#: another replica is not notified in this process)
+WAIT_POLL_S = 2.0
 ENDED = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED})
 
 
@@ -290,8 +292,13 @@ async def get_message(
     deadline = time.monotonic() + wait_s
     msg = await _message(c, user_id, message_id)
     while msg["status"] not in FINAL and time.monotonic() < deadline:
-        await asyncio.sleep(WAIT_POLL_S)
-        msg = await c.store.get(user_id, "msg", msg["seq"]) or msg
+        # woken at once when this process stores the reply; re-read now and then anyway
+        with notify.waiter(user_id, msg["seq"]) as stored:
+            msg = await c.store.get(user_id, "msg", msg["seq"]) or msg
+            left = min(WAIT_POLL_S, deadline - time.monotonic())
+            if msg["status"] not in FINAL and left > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stored.wait(), left)
     return msg
 
 
