@@ -19,14 +19,13 @@ pytestmark = pytest.mark.integration
 PHASES = ["planning", "agents", "reducing", "done"]
 
 
-def start(api: httpx.Client, task: str, agents: int, max_parallel: int) -> str:
-    r = api.post(
-        "/v1/runs",
-        json={
-            "swarm": "scatter_gather",
-            "input": {"task": task, "agents": agents, "max_parallel": max_parallel},
-        },
-    )
+def start(
+    api: httpx.Client, task: str, agents: int, max_parallel: int, user: str | None = None
+) -> str:
+    inp: dict[str, Any] = {"task": task, "agents": agents, "max_parallel": max_parallel}
+    if user:
+        inp["user"] = user  # forwarded upstream: the model server's log names the run's calls
+    r = api.post("/v1/runs", json={"swarm": "scatter_gather", "input": inp})
     assert r.status_code == 202, r.text
     run_id: str = r.json()["run_id"]
     return run_id
@@ -49,6 +48,11 @@ def slow_models(model_server: httpx.Client, latency_ms: int) -> None:
     assert r.status_code == 200, r.text
 
 
+def of_user(calls: Any, user: str) -> Any:
+    """Only the calls made for ``user``'s runs (earlier tests' runs may still answer)."""
+    return lambda: [c for c in calls() if c.get("user") == user]
+
+
 def quiet_for(calls: Any, seconds: float, timeout_s: float = 30) -> int:
     """Wait until the model server answered nothing new for ``seconds``; the count."""
     deadline = time.monotonic() + timeout_s
@@ -65,8 +69,8 @@ def test_pause_holds_a_scatter_gather_and_resume_finishes_it(
     api: httpx.Client, model_server: httpx.Client, calls_since: Any
 ) -> None:
     slow_models(model_server, 300)
-    calls = calls_since()
-    run_id = start(api, "Pause and resume me", agents=4, max_parallel=1)
+    calls = of_user(calls_since(), "t-pause")
+    run_id = start(api, "Pause and resume me", agents=4, max_parallel=1, user="t-pause")
     wait_until(lambda: in_fan_out(api, run_id, done=1), 60, "first agent done")
 
     r = api.post(f"/v1/runs/{run_id}/pause")
@@ -103,8 +107,8 @@ def test_terminate_stops_the_run_and_its_agents_then_purge_removes_it(
     api: httpx.Client, model_server: httpx.Client, calls_since: Any
 ) -> None:
     slow_models(model_server, 300)
-    calls = calls_since()
-    run_id = start(api, "Terminate me", agents=12, max_parallel=3)
+    calls = of_user(calls_since(), "t-term")
+    run_id = start(api, "Terminate me", agents=12, max_parallel=3, user="t-term")
     wait_until(lambda: in_fan_out(api, run_id), 60, "fan-out")
 
     r = api.delete(f"/v1/runs/{run_id}")
