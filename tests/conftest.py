@@ -51,12 +51,18 @@ def model_server(stack: Stack) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def calls_since(stack: Stack) -> Callable[[], Callable[[], list[dict[str, Any]]]]:
-    """``mark = calls_since(); ...; mark()`` -> model-server calls answered after the mark."""
+def calls_since(stack: Stack) -> Callable[..., Callable[[], list[dict[str, Any]]]]:
+    """``mark = calls_since(); ...; mark()`` -> model-server calls answered after the mark.
 
-    def mark() -> Callable[[], list[dict[str, Any]]]:
+    ``calls_since(user="t-x")`` keeps only calls made for runs started with that
+    ``input.user`` (the gateway forwards it upstream), so calls still answered for an
+    earlier test's runs never leak into a count."""
+
+    def mark(user: str | None = None) -> Callable[[], list[dict[str, Any]]]:
         n = len(stack.model_calls(status=None))
-        return lambda: [c for c in stack.model_calls(status=None)[n:]]
+        return lambda: [
+            c for c in stack.model_calls(status=None)[n:] if user is None or c.get("user") == user
+        ]
 
     return mark
 

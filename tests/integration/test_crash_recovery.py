@@ -24,11 +24,11 @@ LATENCY_MS = 400
 SETTLE_S = 1.0
 
 
-def body(run_id: str) -> dict[str, Any]:
+def body(run_id: str, user: str | None = None) -> dict[str, Any]:
     return {
         "swarm": "scatter_gather",
         "run_id": run_id,
-        "input": {"task": TASK, "agents": AGENTS, "max_parallel": 10},
+        "input": {"task": TASK, "agents": AGENTS, "max_parallel": 10, "user": user},
     }
 
 
@@ -94,8 +94,8 @@ def test_sigkill_mid_run_resumes_without_paying_twice(
 ) -> None:
     stack = healthy_stack
     run_id = f"crash-{target}-{point}"
-    calls = calls_since()
-    assert api.post("/v1/runs", json=body(run_id)).status_code == 202
+    calls = calls_since(user=run_id)  # the user id tags this run's calls in the model log
+    assert api.post("/v1/runs", json=body(run_id, user=run_id)).status_code == 202
 
     wait_until(
         lambda: KILL_POINTS[point](_phase(api, run_id)), timeout_s=120, what=f"run to reach {point}"

@@ -28,7 +28,7 @@ def test_step_killed_after_second_of_three_subcalls_resumes_at_the_third(
         "agents": [{"name": "analyst", "role": "You analyse."}],
         "limits": {"reduce_chunk_chars": 100},
     }
-    calls = calls_since()
+    calls = calls_since(user="t-checkpoint")
     # slow every call down so the third sub-call is in flight when we kill
     model_server.put("/_control/faults", json=[{"model": "*", "latency_ms": 800}])
     r = api.post(
@@ -36,7 +36,7 @@ def test_step_killed_after_second_of_three_subcalls_resumes_at_the_third(
         json={
             "spec": spec,
             "run_id": "checkpoint-run",
-            "input": {"task": "Compare three storage engines", "agents": 3},
+            "input": {"task": "Compare three storage engines", "agents": 3, "user": "t-checkpoint"},
         },
     )
     assert r.status_code == 202, r.text
