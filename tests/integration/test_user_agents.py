@@ -260,3 +260,28 @@ def test_a_skill_narrows_tools_and_prompt_for_one_message(api: httpx.Client) -> 
             if line.startswith("event: "):
                 events.append(line.removeprefix("event: "))
     assert events == ["answered"]
+
+
+def test_a_turn_resumes_after_an_app_sigkill_mid_turn(
+    api: httpx.Client, healthy_stack: Stack, model_server: httpx.Client
+) -> None:
+    stack = healthy_stack
+    user = uid("crash")
+    provision(api, user)
+    model_server.put("/_control/faults", json=[{"model": "*", "latency_ms": 1500}])
+    mid = send(api, user, "a question answered across a crash")
+    wait_until(
+        lambda: api.get(f"/v1/agents/{user}/messages/{mid}").json()["status"] == "running",
+        timeout_s=60,
+        what="the turn to start",
+    )
+    stack.kill("app")  # SIGKILL while the agent loop waits on the model
+    stack.restart_app()
+    stack.wait_app_ready(stack.procs["app"])
+    model_server.put("/_control/faults", json=[])
+    msg = reply(api, user, mid)
+    assert msg["status"] == "answered" and msg["reply"], msg
+    second = reply(api, user, send(api, user, "and the next one"))
+    assert second["status"] == "answered"
+    usage = api.get(f"/v1/agents/{user}/usage").json()["today"]
+    assert usage["messages"] == 2  # the interrupted turn was stored once
