@@ -13,7 +13,6 @@ Dapr's HTTP lock API::
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import json
@@ -23,6 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
+from swarmd.engine.loopclients import LoopClients
 from swarmd.errors import DependencyUnavailable
 
 
@@ -48,14 +48,10 @@ class Sidecar:
         self.base = f"http://127.0.0.1:{http_port}"
         self.state_store = state_store
         self.timeout_s = timeout_s
-        self._clients: dict[int, httpx.AsyncClient] = {}
+        self._clients = LoopClients(self.timeout_s)
 
     def _client(self) -> httpx.AsyncClient:
-        loop_id = id(asyncio.get_running_loop())
-        c = self._clients.get(loop_id)
-        if c is None:
-            c = self._clients[loop_id] = httpx.AsyncClient(timeout=self.timeout_s)
-        return c
+        return self._clients.get()
 
     async def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
@@ -137,10 +133,7 @@ class Sidecar:
         return status
 
     async def close(self) -> None:
-        for c in list(self._clients.values()):
-            with contextlib.suppress(RuntimeError):  # made on another, closed loop
-                await c.aclose()
-        self._clients.clear()
+        await self._clients.aclose()
 
 
 def _etag_conflict(r: httpx.Response) -> bool:

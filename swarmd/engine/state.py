@@ -6,8 +6,6 @@ per event loop: activities run on the workflow worker's own loop.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from typing import Any
 from urllib.parse import quote
@@ -15,6 +13,7 @@ from urllib.parse import quote
 import httpx
 
 from swarmd.config import Settings
+from swarmd.engine.loopclients import LoopClients
 from swarmd.errors import NonRetryableActivityError, RetryableActivityError
 
 
@@ -31,14 +30,10 @@ class StateStore:
         self.base = f"http://127.0.0.1:{settings.dapr_http_port}/v1.0/state/" + quote(
             store or settings.state_store
         )
-        self._clients: dict[int, httpx.AsyncClient] = {}
+        self._clients = LoopClients(10)
 
     def _client(self) -> httpx.AsyncClient:
-        loop_id = id(asyncio.get_running_loop())
-        c = self._clients.get(loop_id)
-        if c is None:
-            c = self._clients[loop_id] = httpx.AsyncClient(timeout=10)
-        return c
+        return self._clients.get()
 
     async def get(self, key: str) -> Any | None:
         try:
@@ -78,7 +73,4 @@ class StateStore:
         await self.put(key, value, ttl_s)
 
     async def close(self) -> None:
-        for c in list(self._clients.values()):
-            with contextlib.suppress(RuntimeError):  # made on another, closed loop
-                await c.aclose()
-        self._clients.clear()
+        await self._clients.aclose()

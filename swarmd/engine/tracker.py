@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from swarmd import telemetry
 from swarmd.config import Settings
+from swarmd.engine.loopclients import LoopClients
 from swarmd.engine.models import Progress, Usage
 from swarmd.errors import DependencyUnavailable
 from swarmd.metrics import Metrics
@@ -78,14 +79,10 @@ class _State:
         self.base = f"http://127.0.0.1:{settings.dapr_http_port}/v1.0"
         self.store = quote(settings.state_store, safe="")
         self.lock_store = quote(settings.lock_store, safe="")
-        self._clients: dict[int, httpx.AsyncClient] = {}
+        self._clients = LoopClients(10)
 
     def _client(self) -> httpx.AsyncClient:
-        loop_id = id(asyncio.get_running_loop())
-        c = self._clients.get(loop_id)
-        if c is None:
-            c = self._clients[loop_id] = httpx.AsyncClient(timeout=10)
-        return c
+        return self._clients.get()
 
     async def get(self, key: str) -> tuple[Any, str | None]:
         try:
@@ -139,10 +136,7 @@ class _State:
         return bool(r.json().get("success", False))
 
     async def close(self) -> None:
-        for c in list(self._clients.values()):
-            with contextlib.suppress(RuntimeError):
-                await c.aclose()
-        self._clients.clear()
+        await self._clients.aclose()
 
 
 class RunTracker:
