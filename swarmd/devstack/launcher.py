@@ -668,6 +668,8 @@ def main(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    # Ctrl-C even when started from a shell that made background jobs ignore SIGINT
+    signal.signal(signal.SIGINT, on_signal)
     try:
         t0 = time.monotonic()
         print(f"swarmd: starting the local stack (logs in {stack.logs})", flush=True)
