@@ -45,7 +45,7 @@ from swarmd.agents.store import (
     today,
     turn_instance_id,
 )
-from swarmd.api.deps import SettingsDep, get_wf_client, require_token
+from swarmd.api.deps import SettingsDep, get_wf_client, read_state, require_token
 from swarmd.engine import names
 from swarmd.errors import DependencyUnavailable, RequestError, RunConflict, ValidationFailed
 from swarmd.workflows.user_agent import WAKE_EVENT
@@ -141,13 +141,7 @@ CtxDep = Annotated[Ctx, Depends(Ctx)]
 
 async def _state(client: DaprWorkflowClient, iid: str, payloads: bool = False) -> Any:
     """The workflow's state (``payloads``: with its custom status, i.e. the phase)."""
-    for attempt in range(4):
-        try:
-            return await client.get_workflow_state(iid, fetch_payloads=payloads)
-        except grpc.RpcError as exc:
-            last = exc
-            await asyncio.sleep(0.05 * 2**attempt)
-    raise DependencyUnavailable(f"could not read workflow {iid!r}: {last}")
+    return await read_state(client, iid, payloads=payloads)
 
 
 async def _ensure_workflow(c: Ctx, user: str) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from collections.abc import Callable
 from typing import Annotated
 
+import grpc
+from dapr.ext.workflow import WorkflowState
 from dapr.ext.workflow.aio import DaprWorkflowClient
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -42,3 +46,30 @@ def get_wf_client(request: Request) -> DaprWorkflowClient:
 
 
 WorkflowClientDep = Annotated[DaprWorkflowClient, Depends(get_wf_client)]
+
+
+async def read_state(
+    client: DaprWorkflowClient,
+    instance_id: str,
+    *,
+    payloads: bool = True,
+    map_error: Callable[[grpc.RpcError], Exception] | None = None,
+) -> WorkflowState | None:
+    """A workflow's state, or None if there is no such instance.
+
+    Retries the sidecar's transient read errors (a read racing a write of the same
+    workflow can fail) with a short backoff, then raises ``map_error(exc)`` or a 503,
+    never a 500. Without ``payloads`` the custom status is not fetched either.
+    """
+    for attempt in range(4):
+        try:
+            return await client.get_workflow_state(instance_id, fetch_payloads=payloads)
+        except grpc.RpcError as exc:
+            if attempt == 3:
+                if map_error is not None:
+                    raise map_error(exc) from exc
+                raise DependencyUnavailable(
+                    f"could not read workflow {instance_id!r} from the sidecar: {exc}"
+                ) from exc
+            await asyncio.sleep(0.05 * 2**attempt)
+    return None  # unreachable: the loop returns or raises

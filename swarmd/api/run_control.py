@@ -29,7 +29,7 @@ from fastapi import APIRouter, Body, Depends, Path, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from swarmd.api.deps import SettingsDep, WorkflowClientDep, get_wf_client, require_token
+from swarmd.api.deps import SettingsDep, WorkflowClientDep, get_wf_client, read_state, require_token
 from swarmd.api.runs import _STATUS, RunStatus, RunView, view
 from swarmd.errors import (
     DependencyUnavailable,
@@ -137,15 +137,10 @@ def _map_rpc(exc: grpc.RpcError, run_id: str) -> SwarmdError:
 
 
 async def _read(client: DaprWorkflowClient, run_id: str, payloads: bool) -> WorkflowState | None:
-    """The run's state; retries transient sidecar errors, then answers 503."""
-    for attempt in range(4):
-        try:
-            return await client.get_workflow_state(run_id, fetch_payloads=payloads)
-        except grpc.RpcError as exc:
-            if attempt == 3:
-                raise _map_rpc(exc, run_id) from exc
-            await asyncio.sleep(0.05 * 2**attempt)
-    raise AssertionError("unreachable")
+    """The run's state; retries transient sidecar errors, then maps them (404/409/503)."""
+    return await read_state(
+        client, run_id, payloads=payloads, map_error=lambda exc: _map_rpc(exc, run_id)
+    )
 
 
 async def _require(

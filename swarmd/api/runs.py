@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import uuid
@@ -15,13 +14,12 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from swarmd.api import observability
-from swarmd.api.deps import SettingsDep, WorkflowClientDep, get_wf_client, require_token
+from swarmd.api.deps import SettingsDep, WorkflowClientDep, get_wf_client, read_state, require_token
 from swarmd.engine import names
 from swarmd.engine.models import Progress, SwarmInput, Usage
 from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.spec import SpecRegistry, parse_spec
 from swarmd.errors import (
-    DependencyUnavailable,
     RunConflict,
     RunNotFound,
     ValidationFailed,
@@ -225,15 +223,8 @@ def _existing(
 
 
 async def fetch_state(client: DaprWorkflowClient, run_id: str) -> WorkflowState | None:
-    """The run's state; retries the sidecar's transient read errors (a read racing a
-    write of the same workflow can fail), then answers 503 rather than 500."""
-    for attempt in range(4):
-        try:
-            return await client.get_workflow_state(run_id, fetch_payloads=True)
-        except grpc.RpcError as exc:
-            last = exc
-            await asyncio.sleep(0.05 * 2**attempt)
-    raise DependencyUnavailable(f"could not read run {run_id!r} from the sidecar: {last}")
+    """The run's state, transient sidecar errors retried (see ``read_state``)."""
+    return await read_state(client, run_id)
 
 
 @router.get("/{run_id}", response_model=RunView)
