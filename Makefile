@@ -54,9 +54,10 @@ test-chart: chart-tools ## only the Helm chart checks
 test-fast: venv ## unit tests only (no stack)
 	$(BIN)/pytest -m "not integration"
 
-bench: setup ## benchmarks (see bench/README.md)
+bench: setup ## benchmarks: figures and method in docs/benchmarks.md
 	$(BIN)/python -m bench.scatter_gather
 	$(BIN)/python -m bench.watchdog_reclaim
+	$(BIN)/python -m bench.user_agents
 
 fmt: venv
 	$(BIN)/ruff format .
