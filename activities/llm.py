@@ -203,9 +203,16 @@ async def complete(
             }
         )
     content = msg.content
+    chars = len(content) if content is not None else None
     if payloads is not None:
-        content = await payloads.offload(req.run_id, content)
-    return LLMResult(content=content, tool_calls=calls, model=resp.model or req.model, usage=usage)
+        content = await payloads.offload(req.run_id, content, req.offload_above)
+    return LLMResult(
+        content=content,
+        tool_calls=calls,
+        model=resp.model or req.model,
+        usage=usage,
+        content_chars=chars,
+    )
 
 
 def make_call_llm(

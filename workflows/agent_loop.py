@@ -50,6 +50,7 @@ def agent_loop(
             tools=tool_specs,
             user=inp.user,
             trace=inp.trace,
+            offload_above=inp.offload_above,
         )
         try:
             raw_res = yield from call_activity(ctx, names.CALL_LLM, req, retry, key=f"llm/{turn}")
@@ -72,6 +73,7 @@ def agent_loop(
                 content=res.content or "",
                 turns=turn,
                 usage=usage,
+                content_chars=res.content_chars,
             ).model_dump()
         messages.append(
             {

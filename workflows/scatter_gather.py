@@ -50,18 +50,20 @@ def parse_subtasks(text: str, n: int, task: str) -> list[str]:
     return subtasks
 
 
-def chunk(sections: list[str], limit: int) -> list[str]:
+def chunk(sections: list[str], limit: int, sizes: list[int] | None = None) -> list[str]:
     """Group sections, in order, into chunks of at most ``limit`` characters
-    (a single longer section is a chunk of its own)."""
+    (a single longer section is a chunk of its own). ``sizes`` are the sections'
+    real lengths when some hold references to answers kept in the state store."""
     chunks: list[str] = []
     current: list[str] = []
     size = 0
-    for s in sections:
-        if current and size + len(s) > limit:
+    for i, s in enumerate(sections):
+        n = sizes[i] if sizes is not None else len(s)
+        if current and size + n > limit:
             chunks.append("\n\n".join(current))
             current, size = [], 0
         current.append(s)
-        size += len(s) + 2
+        size += n + 2
     if current:
         chunks.append("\n\n".join(current))
     return chunks
@@ -74,6 +76,7 @@ def scatter_gather(
     run = Run(ctx, inp)
     template = inp.spec.agents[0]
     n = inp.agents or len(inp.spec.agents)
+    run.budget_agents(n)
     planner = inp.spec.coordinator or DEFAULT_PLANNER
     reducer = inp.spec.reducer or DEFAULT_REDUCER
     run.status(phase="planning", agents_total=n)
@@ -105,9 +108,18 @@ def scatter_gather(
     run.status(phase="reducing")
     sections = [f"## {r.agent}\n{r.content}" for r in answered]
     merged = "\n\n".join(sections)
-    if len(merged) > inp.spec.limits.reduce_chunk_chars:
+    limit = inp.spec.limits.reduce_chunk_chars
+    sizes: list[int] | None = None
+    total = len(merged)
+    # Patch: measure answers by their real size, references included. Runs that were
+    # already past this point on the old code replay the old decision (is_patched is
+    # False while replaying their history), so their step sequence never changes.
+    if ctx.is_patched("chunk-by-real-size"):
+        sizes = [len(f"## {r.agent}\n") + r.size for r in answered]
+        total = sum(sizes) + 2 * max(0, len(sizes) - 1)
+    if total > limit:
         # too long for one prompt: summarise in chunks (one checkpointed activity)
-        chunks = chunk(sections, inp.spec.limits.reduce_chunk_chars)
+        chunks = chunk(sections, limit, sizes)
         req = ReduceRequest(
             run_id=inp.run_id,
             step="reduce-chunks",

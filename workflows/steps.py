@@ -30,6 +30,8 @@ from swarmd.engine.retry import call_activity
 from swarmd.engine.spec import AgentSpec
 
 APPROVAL_EVENT = "approval"
+#: bytes of agent answers a run keeps inline in its history, all agents together
+HISTORY_INLINE_BUDGET = 1_000_000
 
 
 class Run:
@@ -42,6 +44,13 @@ class Run:
         self.usage = Usage()
         self.started: datetime = ctx.current_utc_datetime
         self.progress = Progress(phase="starting")
+        self.budget_agents(len(inp.spec.agents))
+
+    def budget_agents(self, n: int) -> None:
+        """Share the history's inline budget between ``n`` agent answers: past their
+        share they travel by reference, so even many mid-sized answers together stay
+        far below the sidecar's 4 MiB message limit (a reducer's input holds them all)."""
+        self.offload_above: int | None = max(1024, HISTORY_INLINE_BUDGET // max(1, n))
 
     def status(self, **changes: Any) -> None:
         self.progress = self.progress.model_copy(update={**changes, "usage": self.usage})
@@ -89,6 +98,7 @@ class Run:
             user=self.inp.user,
             retry=self.inp.retry,
             trace=self.inp.trace,
+            offload_above=self.offload_above,
         )
         return self.ctx.call_child_workflow(
             names.AGENT_LOOP, input=child, instance_id=f"{self.ctx.instance_id}.{key}"

@@ -55,6 +55,9 @@ class LLMRequest(_Model):
     max_tokens: int | None = None
     #: W3C traceparent of the run's span (swarmd.telemetry); None for runs without one
     trace: str | None = None
+    #: answers above this many bytes go to the state store and travel as references
+    #: (the run's history budget per agent; the global threshold applies too)
+    offload_above: int | None = Field(None, ge=256)
 
 
 class LLMResult(_Model):
@@ -62,6 +65,8 @@ class LLMResult(_Model):
     tool_calls: list[ToolCall] = Field(default_factory=list)
     model: str
     usage: Usage
+    #: length of the real answer, also when ``content`` is a reference to it
+    content_chars: int | None = None
 
 
 class RetrySpec(_Model):
@@ -87,6 +92,8 @@ class AgentInput(_Model):
     retry: RetrySpec = Field(default_factory=lambda: RetrySpec())
     #: W3C traceparent of the run's span (swarmd.telemetry)
     trace: str | None = None
+    #: see ``LLMRequest.offload_above``
+    offload_above: int | None = Field(None, ge=256)
 
 
 class AgentOutput(_Model):
@@ -96,6 +103,12 @@ class AgentOutput(_Model):
     turns: int
     usage: Usage
     error: str | None = None
+    #: length of the real answer, also when ``content`` is a reference to it
+    content_chars: int | None = None
+
+    @property
+    def size(self) -> int:
+        return self.content_chars if self.content_chars is not None else len(self.content)
 
 
 class SwarmInput(_Model):

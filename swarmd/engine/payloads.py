@@ -36,9 +36,12 @@ class PayloadStore:
         self.threshold = threshold_bytes
         self.ttl_s = ttl_s
 
-    async def offload(self, run_id: str, text: str | None) -> str | None:
-        """``text`` itself if small, else a marker for it (after storing it)."""
-        if text is None or len(text.encode()) <= self.threshold:
+    async def offload(self, run_id: str, text: str | None, limit: int | None = None) -> str | None:
+        """``text`` itself if small, else a marker for it (after storing it).
+
+        ``limit`` (the run's per-agent history budget) lowers the threshold."""
+        threshold = self.threshold if limit is None else min(self.threshold, limit)
+        if text is None or len(text.encode()) <= threshold:
             return text
         digest = hashlib.sha256(text.encode()).hexdigest()
         key = f"payload|{run_id}|{digest}"

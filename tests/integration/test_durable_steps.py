@@ -88,3 +88,32 @@ def test_large_agent_outputs_travel_by_reference(stack: Stack, api: httpx.Client
     assert raw.status_code == 200
     assert len(raw.content) < 200_000, len(raw.content)
     assert "[[swarmd-ref:payload|big-payloads|" in raw.text
+
+
+def test_many_mid_size_answers_share_the_history_budget(stack: Stack, api: httpx.Client) -> None:
+    # 120 agents x 40 KiB: each answer is far below the per-answer threshold, but
+    # together (4.8 MiB) they would not fit the reducer's input message; the run's
+    # history budget sends them by reference
+    spec = {
+        "name": "wide",
+        "pattern": "scatter_gather",
+        "agents": [{"name": "analyst", "role": "You analyse."}],
+        "limits": {"max_parallel": 120, "reduce_chunk_chars": 1_500_000},
+    }
+    r = api.post(
+        "/v1/runs",
+        json={
+            "spec": spec,
+            "run_id": "wide-payloads",
+            "input": {"task": "Go deep, answer in 40 kilobytes", "agents": 120},
+        },
+    )
+    assert r.status_code == 202, r.text
+    view = wait_run(api, "wide-payloads", timeout_s=600)
+    assert view["status"] == "completed", view
+    results = view["output"]["agent_results"]
+    assert len(results) == 120 and all(len(a["content"]) == 40 * 1024 for a in results)
+    # four chunk summaries (by the answers' real size) and the final merge
+    assert view["output"]["usage"]["calls"] == 1 + 120 + 4 + 1
+    raw = httpx.get(f"http://127.0.0.1:{stack.ports.dapr_http}/v1.0/workflows/dapr/wide-payloads")
+    assert raw.status_code == 200 and len(raw.content) < 1_000_000, len(raw.content)
