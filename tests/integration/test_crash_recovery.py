@@ -128,4 +128,7 @@ def test_sigkill_mid_run_resumes_without_paying_twice(
         f"{repeated} repeats (in flight at the kill)"
     )
     assert len(counts) == AGENTS + 2
-    assert repeated <= 10 + 1  # at most what was in flight: max_parallel agents (+ planner/reducer)
+    # one crash repeats a call at most once: only steps unrecorded at the kill run again
+    # (those in flight, up to max_parallel, plus any answered in the last moment before
+    # daprd could record it; the paid-twice check above bounds them to that window)
+    assert max(counts.values()) <= 2, counts
