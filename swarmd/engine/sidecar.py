@@ -108,6 +108,31 @@ class Sidecar:
             return False
         raise DependencyUnavailable(f"state delete {key!r}: {r.status_code} {r.text[:200]}")
 
+    async def transact(self, upserts: list[tuple[str, Any, str | None]]) -> bool:
+        """Upsert ``(key, value, etag)`` atomically; an ETag of None means the key must
+        not exist yet. False when another writer got there first."""
+        ops = [
+            {
+                "operation": "upsert",
+                "request": {
+                    "key": key,
+                    "value": value,
+                    **({"etag": etag} if etag is not None else {}),
+                    "options": {"concurrency": "first-write"},
+                },
+            }
+            for key, value, etag in upserts
+        ]
+        r = await self._request(
+            "POST", self._state_path() + "/transaction", json={"operations": ops}
+        )
+        if r.status_code < 300:
+            return True
+        # a transaction's ETag mismatch can also come back as a 5xx naming the ETag
+        if _etag_conflict(r) or r.status_code == 412 or "etag" in r.text.lower():
+            return False
+        raise DependencyUnavailable(f"state transaction: {r.status_code} {r.text[:200]}")
+
     # -- locks ---------------------------------------------------------------
     async def try_lock(self, store: str, resource: str, owner: str, expiry_s: int) -> bool:
         r = await self._request(

@@ -33,18 +33,16 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import grpc
-import httpx
 from dapr.ext.workflow import WorkflowState, WorkflowStatus
 from opentelemetry.trace import Tracer
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from swarmd import telemetry
 from swarmd.config import Settings
-from swarmd.engine.loopclients import LoopClients
 from swarmd.engine.models import Progress, Usage
+from swarmd.engine.sidecar import Sidecar
 from swarmd.errors import DependencyUnavailable
 from swarmd.metrics import Metrics
 
@@ -68,75 +66,16 @@ class UserUsage(BaseModel):
     updated_at: str | None = None
 
 
+def _usage_record(user: str, raw: Any) -> UserUsage:
+    """A user's stored usage record, or an empty one (none yet, or unreadable)."""
+    if isinstance(raw, dict):
+        with contextlib.suppress(ValidationError):
+            return UserUsage.model_validate(raw)
+    return UserUsage(user=user)
+
+
 def user_key(user: str) -> str:
     return "swarmd-usage-user-" + hashlib.sha256(user.encode()).hexdigest()[:40]
-
-
-class _State:
-    """The few state-store calls the tracker needs, with ETags and transactions."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.base = f"http://127.0.0.1:{settings.dapr_http_port}/v1.0"
-        self.store = quote(settings.state_store, safe="")
-        self.lock_store = quote(settings.lock_store, safe="")
-        self._clients = LoopClients(10)
-
-    def _client(self) -> httpx.AsyncClient:
-        return self._clients.get()
-
-    async def get(self, key: str) -> tuple[Any, str | None]:
-        try:
-            r = await self._client().get(f"{self.base}/state/{self.store}/{quote(key, safe='')}")
-        except httpx.HTTPError as exc:
-            raise DependencyUnavailable(f"state store unreachable: {exc}") from exc
-        if r.status_code == 204 or not r.content:
-            return None, None
-        if r.status_code >= 300:
-            raise DependencyUnavailable(f"state get {key!r}: {r.status_code} {r.text[:200]}")
-        return r.json(), r.headers.get("etag")
-
-    async def transact(self, upserts: list[tuple[str, Any, str | None]]) -> bool:
-        """Upsert ``(key, value, etag)`` atomically; an ETag of None means the key must
-        not exist yet. False when another writer got there first."""
-        ops = [
-            {
-                "operation": "upsert",
-                "request": {
-                    "key": key,
-                    "value": value,
-                    **({"etag": etag} if etag is not None else {}),
-                    "options": {"concurrency": "first-write"},
-                },
-            }
-            for key, value, etag in upserts
-        ]
-        try:
-            r = await self._client().post(
-                f"{self.base}/state/{self.store}/transaction", json={"operations": ops}
-            )
-        except httpx.HTTPError as exc:
-            raise DependencyUnavailable(f"state store unreachable: {exc}") from exc
-        if r.status_code < 300:
-            return True
-        if r.status_code in (409, 412) or "etag" in r.text.lower():
-            return False
-        raise DependencyUnavailable(f"state transaction: {r.status_code} {r.text[:200]}")
-
-    async def try_lock(self, resource: str, owner: str, expiry_s: int) -> bool:
-        """True if this owner got the lock (or there is no lock store to ask)."""
-        try:
-            r = await self._client().post(
-                f"{self.base}-alpha1/lock/{self.lock_store}",
-                json={"resourceId": resource, "lockOwner": owner, "expiryInSeconds": expiry_s},
-            )
-        except httpx.HTTPError:
-            return True
-        if r.status_code >= 300:
-            return True
-        return bool(r.json().get("success", False))
-
-    async def close(self) -> None:
-        await self._clients.aclose()
 
 
 class RunTracker:
@@ -151,7 +90,7 @@ class RunTracker:
         self.metrics = metrics
         self.tracer = tracer
         self.owner = owner
-        self.state = _State(settings)
+        self.state = Sidecar(settings.dapr_http_port, settings.state_store, timeout_s=10)
         self._lock: asyncio.Lock | None = None
         self._swarms: set[str] = set()
 
@@ -159,6 +98,19 @@ class RunTracker:
         if self._lock is None:
             self._lock = asyncio.Lock()
         return self._lock
+
+    async def _get(self, key: str) -> tuple[Any, str | None]:
+        item = await self.state.get(key)
+        return item.value, item.etag
+
+    async def _lead(self, expiry_s: int) -> bool:
+        """True if this replica may record ended runs now (or there is no lock store)."""
+        try:
+            return await self.state.try_lock(
+                self.settings.lock_store, LEADER_LOCK, self.owner, expiry_s
+            )
+        except DependencyUnavailable:
+            return True
 
     # -- the API's side ----------------------------------------------------------
     async def started(self, run_id: str, entry: dict[str, Any]) -> None:
@@ -187,7 +139,7 @@ class RunTracker:
     ) -> None:
         async with self._mutex():
             for attempt in range(50):
-                value, etag = await self.state.get(INDEX_KEY)
+                value, etag = await self._get(INDEX_KEY)
                 index = value if isinstance(value, dict) else {}
                 new = change(index)
                 if new is None:
@@ -200,11 +152,8 @@ class RunTracker:
         raise DependencyUnavailable("could not update the run index: too much contention")
 
     async def user_usage(self, user: str) -> UserUsage:
-        value, _ = await self.state.get(user_key(user))
-        if isinstance(value, dict):
-            with contextlib.suppress(ValidationError):
-                return UserUsage.model_validate(value)
-        return UserUsage(user=user)
+        value, _ = await self._get(user_key(user))
+        return _usage_record(user, value)
 
     # -- the background side -------------------------------------------------------
     async def run(self, app_state: Any) -> None:
@@ -215,7 +164,7 @@ class RunTracker:
                 if client is not None:
                     await self.reconcile(client)
                 else:
-                    value, _ = await self.state.get(INDEX_KEY)
+                    value, _ = await self._get(INDEX_KEY)
                     self._gauge(value if isinstance(value, dict) else {})
             except asyncio.CancelledError:
                 raise
@@ -225,13 +174,13 @@ class RunTracker:
 
     async def reconcile(self, client: Any) -> int:
         """One pass; returns how many ended runs it recorded."""
-        value, _ = await self.state.get(INDEX_KEY)
+        value, _ = await self._get(INDEX_KEY)
         index: dict[str, Any] = value if isinstance(value, dict) else {}
         self._gauge(index)
         if not index:
             return 0
         expiry = max(1, round(self.settings.tracker_interval_s))
-        if not await self.state.try_lock(LEADER_LOCK, self.owner, expiry):
+        if not await self._lead(expiry):
             return 0
         sem = asyncio.Semaphore(16)
 
@@ -256,7 +205,7 @@ class RunTracker:
 
     async def _record(self, ended: dict[str, WorkflowState | None]) -> int:
         async with self._mutex():
-            value, etag = await self.state.get(INDEX_KEY)
+            value, etag = await self._get(INDEX_KEY)
             index: dict[str, Any] = value if isinstance(value, dict) else {}
             ended = {k: v for k, v in ended.items() if k in index}
             if not ended:
@@ -269,12 +218,8 @@ class RunTracker:
                 if not user or outcomes[run_id] is None:
                     continue
                 if user not in users:
-                    raw, uetag = await self.state.get(user_key(user))
-                    rec = UserUsage(user=user)
-                    if isinstance(raw, dict):
-                        with contextlib.suppress(ValidationError):
-                            rec = UserUsage.model_validate(raw)
-                    users[user] = (rec, uetag)
+                    raw, uetag = await self._get(user_key(user))
+                    users[user] = (_usage_record(user, raw), uetag)
                 rec, uetag = users[user]
                 usage = outcomes[run_id]["usage"]  # type: ignore[index]
                 users[user] = (
