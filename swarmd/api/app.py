@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -66,9 +66,6 @@ class BodyLimit:
             await self.app(scope, limited, send)
         except PayloadTooLarge as exc:
             await _error_response(exc)(scope, receive, send)
-
-
-Lifespan = Callable[[FastAPI], Any]
 
 
 def create_app(
@@ -194,6 +191,3 @@ def _observability(app: FastAPI, settings: Settings, tracer_provider: Any) -> No
     app.state.llm_observer = LLMObserver(metrics, tracer)
     app.state.tracker = RunTracker(settings, metrics, tracer, owner)
     app.add_middleware(observability.TraceRequests, tracer=tracer)
-
-
-Handler = Callable[[Request], Awaitable[Any]]

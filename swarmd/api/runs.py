@@ -9,7 +9,6 @@ from typing import Any, Literal
 
 import grpc
 from dapr.ext.workflow import WorkflowState, WorkflowStatus
-from dapr.ext.workflow.aio import DaprWorkflowClient
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -177,14 +176,14 @@ async def start_run(
     client = get_wf_client(request)  # after validation: bad input is 4xx even without a sidecar
     wf_name = names.PATTERNS[inp.spec.pattern]
     if body.run_id:
-        existing = await fetch_state(client, run_id)
+        existing = await read_state(client, run_id)
         if existing is not None:
             return _existing(existing, wf_name, inp, response)
     traced = await observability.run_starting(request, inp)  # its trace; the run index
     try:
         await client.schedule_new_workflow(wf_name, input=traced, instance_id=run_id)
     except grpc.RpcError as exc:  # lost a race with an identical concurrent start
-        existing = await client.get_workflow_state(run_id)
+        existing = await read_state(client, run_id)
         if existing is None:
             raise
         return _existing(existing, wf_name, inp, response, cause=exc)
@@ -222,15 +221,10 @@ def _existing(
     )
 
 
-async def fetch_state(client: DaprWorkflowClient, run_id: str) -> WorkflowState | None:
-    """The run's state, transient sidecar errors retried (see ``read_state``)."""
-    return await read_state(client, run_id)
-
-
 @router.get("/{run_id}", response_model=RunView)
 async def get_run(run_id: str, client: WorkflowClientDep, request: Request) -> RunView:
     """Status, progress, token usage, and the output or error of a run."""
-    state = await fetch_state(client, run_id)
+    state = await read_state(client, run_id)
     if state is None:
         raise RunNotFound(f"no run with id {run_id!r}", field="run_id")
     result = view(state)
