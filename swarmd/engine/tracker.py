@@ -14,6 +14,8 @@ run metrics and the per-user usage survive restarts:
   counts the end (completed / failed / terminated, budget stops) and records
   the run's span, so an end is counted once even with many replicas, and a
   crash between the two leaves the run in the index to be seen again.
+* ``end_hooks`` add their own writes to that transaction (the pub/sub outbox puts
+  each run's result event there), so they happen exactly when the end is recorded.
 
 Per-user usage is the run's final usage (every LLM call's tokens and cost, as
 the workflow accumulated them), recorded when the run ends; runs that fail or
@@ -30,7 +32,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +55,15 @@ LEADER_LOCK = "swarmd-run-tracker"
 #: an indexed run the sidecar does not know after this long was never started
 ORPHAN_AFTER_S = 120.0
 ENDED = {WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED}
+
+#: one write of an end transaction: (key, value, ETag; None = the key must not exist yet)
+Upsert = tuple[str, Any, str | None]
+#: runs that ended, as ``(run_id, index entry, final state, outcome)``; outcome holds
+#: ``usage`` (a :class:`Usage`) and ``stop_reason``
+EndedRuns = list[tuple[str, dict[str, Any], WorkflowState, dict[str, Any]]]
+#: extra writes for the end transaction of ``EndedRuns`` (e.g. an outbox's events):
+#: they commit together with the runs leaving the index, or not at all
+EndHook = Callable[[EndedRuns], Awaitable[list[Upsert]]]
 
 
 class UserUsage(BaseModel):
@@ -93,6 +104,10 @@ class RunTracker:
         self.state = Sidecar(settings.dapr_http_port, settings.state_store, timeout_s=10)
         self._lock: asyncio.Lock | None = None
         self._swarms: set[str] = set()
+        #: runs in flight cluster-wide, as of this replica's last read or write of the index
+        self.in_flight = 0
+        #: called for each batch of ended runs inside its end transaction (see EndHook)
+        self.end_hooks: list[EndHook] = []
 
     def _mutex(self) -> asyncio.Lock:
         if self._lock is None:
@@ -237,6 +252,13 @@ class RunTracker:
             upserts: list[tuple[str, Any, str | None]] = [(INDEX_KEY, new_index, etag)]
             for user, (rec, uetag) in users.items():
                 upserts.append((user_key(user), rec.model_dump(mode="json"), uetag))
+            batch: EndedRuns = [
+                (run_id, index[run_id], st, out)
+                for run_id, st in ended.items()
+                if st is not None and (out := outcomes[run_id]) is not None
+            ]
+            for hook in self.end_hooks if batch else []:
+                upserts.extend(await hook(batch))
             if not await self.state.transact(upserts):
                 return 0  # another replica recorded them, or the index moved: next pass
             self._gauge(new_index)
@@ -312,6 +334,7 @@ class RunTracker:
         )
 
     def _gauge(self, index: dict[str, Any]) -> None:
+        self.in_flight = len(index)
         counts: dict[str, int] = {}
         for entry in index.values():
             swarm = str((entry or {}).get("swarm") or "unknown")
