@@ -17,8 +17,8 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# The whole build context (trimmed by .dockerignore): swarmd/ reaches
-# workflows/, activities/ and watchdog/ through symlinks.
+# The whole build context (trimmed by .dockerignore): pyproject.toml maps
+# workflows/, activities/ and watchdog/ into the swarmd package (package-dir).
 COPY . .
 RUN pip install -c constraints.txt .
 

@@ -43,7 +43,7 @@ up: setup ## start the local stack without a demo run
 lint: venv ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+	$(BIN)/python scripts/typecheck.py
 
 test: setup chart-tools lint ## the whole test suite: unit, chart, integration
 	$(BIN)/pytest

@@ -25,7 +25,6 @@ from typing import Any
 import openai
 from dapr.ext.workflow import WorkflowActivityContext
 from openai import AsyncOpenAI
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from swarmd import telemetry
@@ -33,6 +32,7 @@ from swarmd.engine.models import LLMRequest, LLMResult, ToolCall, Usage
 from swarmd.engine.payloads import PayloadStore
 from swarmd.errors import NonRetryableActivityError, RetryableActivityError
 from swarmd.metrics import Metrics
+from swarmd.telemetry import global_tracer
 
 CallLLM = Callable[[WorkflowActivityContext, LLMRequest], Awaitable[dict[str, Any]]]
 
@@ -82,11 +82,6 @@ class LLMObserver:
 
     metrics: Metrics = field(default_factory=Metrics)
     tracer: Callable[[], Tracer] = field(default=lambda: global_tracer())
-
-
-def global_tracer() -> Tracer:
-    """The tracer of the process's provider (set by the entrypoint; no-op until then)."""
-    return trace.get_tracer(telemetry.TRACER_NAME)
 
 
 async def complete(

@@ -13,7 +13,7 @@ from typing import Any
 
 from dapr.ext.workflow import DaprWorkflowContext, WorkflowActivityContext, when_all
 
-from swarmd.engine.runtime import Registrar
+from swarmd.compose.worker import Registrar
 
 FANOUT = "bench.noop_fanout"
 AGENT = "bench.noop_agent"

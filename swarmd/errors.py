@@ -6,14 +6,18 @@
     ├── RequestError                 the caller sent something we refuse (4xx)
     │   ├── ValidationFailed         422 body/spec invalid; names the field
     │   ├── UnknownSwarm             422 no such swarm pattern (names the field)
+    │   ├── NotFound                 404 no such record (message, schedule)
     │   ├── RunNotFound              404 no such run id
+    │   ├── AgentNotFound            404 no agent provisioned for that user
     │   ├── RunConflict              409 run id reused with a different request
     │   ├── RunStateConflict         409 the run's status does not allow that action
     │   ├── LockBusy                 409 a distributed lock is held by another owner
     │   ├── LockNotHeld              404 this process does not hold that lock
     │   ├── Unauthorized             401 missing or wrong bearer token
+    │   ├── BaselineViolation        403 a user-agent customisation widens the baseline
     │   └── PayloadTooLarge          413 body above settings.max_body_bytes
     ├── DependencyUnavailable        503 sidecar / gateway not reachable (retry later)
+    │   └── LeaseLost                503 this process lost its lock-owner lease
     └── ActivityError                raised inside activities; crosses the workflow
         ├── RetryableActivityError       boundary by type name: the engine's retry
         └── NonRetryableActivityError    policy retries the first, never the second
@@ -62,9 +66,19 @@ class UnknownSwarm(RequestError):
     code = "unknown_swarm"
 
 
+class NotFound(RequestError):
+    status_code = 404
+    code = "not_found"
+
+
 class RunNotFound(RequestError):
     status_code = 404
     code = "run_not_found"
+
+
+class AgentNotFound(RequestError):
+    status_code = 404
+    code = "agent_not_found"
 
 
 class RunConflict(RequestError):
@@ -94,6 +108,13 @@ class Unauthorized(RequestError):
     code = "unauthorized"
 
 
+class BaselineViolation(RequestError):
+    """A customisation asked for more than the operator baseline or template allows."""
+
+    status_code = 403
+    code = "baseline_violation"
+
+
 class PayloadTooLarge(RequestError):
     status_code = 413
     code = "payload_too_large"
@@ -102,6 +123,12 @@ class PayloadTooLarge(RequestError):
 class DependencyUnavailable(SwarmdError):
     status_code = 503
     code = "dependency_unavailable"
+
+
+class LeaseLost(DependencyUnavailable):
+    """This process's owner incarnation lost its lease (fenced, or no heartbeat in time)."""
+
+    code = "lease_lost"
 
 
 class ActivityError(SwarmdError):

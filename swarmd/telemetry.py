@@ -89,6 +89,13 @@ _NEXT_SPAN_ID: contextvars.ContextVar[int | None] = contextvars.ContextVar(
 _NEXT_TRACE_ID: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "swarmd_next_trace_id", default=None
 )
+
+
+def global_tracer() -> Tracer:
+    """The tracer of the process's provider (set by the entrypoint; no-op until then)."""
+    return trace.get_tracer(TRACER_NAME)
+
+
 #: the run the current code works for (logs carry it)
 RUN_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("swarmd_run_id", default=None)
 

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from swarmd.errors import RequestError, ValidationFailed
+from swarmd.errors import BaselineViolation, ValidationFailed
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 #: tools that write shared data; denied while ``read_only_data`` is on. The built-in
@@ -33,13 +33,6 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 DATA_WRITE_TOOLS: frozenset[str] = frozenset()
 USER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
-
-
-class BaselineViolation(RequestError):
-    """A customisation asked for more than the operator baseline or template allows."""
-
-    status_code = 403
-    code = "baseline_violation"
 
 
 class _Model(BaseModel):

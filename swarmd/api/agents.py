@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import grpc
 from dapr.ext.workflow import WorkflowStatus
 from dapr.ext.workflow.aio import DaprWorkflowClient
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,8 +33,6 @@ from swarmd.agents.config import (
     check_customisation,
     check_user_id,
     effective,
-    load_baseline,
-    load_templates,
 )
 from swarmd.agents.store import (
     UserStore,
@@ -45,9 +43,22 @@ from swarmd.agents.store import (
     today,
     turn_instance_id,
 )
-from swarmd.api.deps import SettingsDep, get_wf_client, read_state, require_token
+from swarmd.api.deps import (
+    ServicesDep,
+    SettingsDep,
+    get_users,
+    get_wf_client,
+    read_state,
+    require_token,
+)
 from swarmd.engine import names
-from swarmd.errors import DependencyUnavailable, RequestError, RunConflict, ValidationFailed
+from swarmd.errors import (
+    AgentNotFound,
+    DependencyUnavailable,
+    NotFound,
+    RunConflict,
+    ValidationFailed,
+)
 from swarmd.workflows.user_agent import WAKE_EVENT
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(require_token)])
@@ -58,16 +69,6 @@ FINAL = frozenset({"answered", "failed", "budget_exhausted"})
 #: another replica is not notified in this process)
 WAIT_POLL_S = 2.0
 ENDED = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED})
-
-
-class AgentNotFound(RequestError):
-    status_code = 404
-    code = "agent_not_found"
-
-
-class NotFound(RequestError):
-    status_code = 404
-    code = "not_found"
 
 
 class Provision(BaseModel):
@@ -101,28 +102,18 @@ class NewSchedule(BaseModel):
 
 
 class Ctx:
-    """What a handler needs: the store, baseline, templates and workflow client."""
+    """What a handler needs: the user store, baseline, templates and workflow client.
+    503 before the worker is connected to its sidecar."""
 
-    def __init__(self, request: Request) -> None:
-        app = request.app
-        engine = getattr(app.state, "engine", None)
-        locks = getattr(app.state, "locks", None)
-        if engine is None or locks is None:
-            raise DependencyUnavailable("the engine is not ready: the Dapr sidecar is not up yet")
-        if not hasattr(app.state, "agent_config"):
-            s = app.state.settings
-            app.state.agent_config = (
-                load_baseline(s.agent_baseline),
-                load_templates(s.agent_templates_dir),
-            )
-        self.baseline: Baseline = app.state.agent_config[0]
-        self.templates: dict[str, Template] = app.state.agent_config[1]
-        self.store = UserStore(engine.state, locks.hold)
-        self.request = request
+    def __init__(self, services: ServicesDep) -> None:
+        self.store: UserStore = get_users(services)
+        self.baseline: Baseline = services.agent_baseline
+        self.templates: dict[str, Template] = services.agent_templates
+        self.services = services
 
     @property
     def client(self) -> DaprWorkflowClient:
-        return get_wf_client(self.request)
+        return get_wf_client(self.services)
 
     async def profile(self, user: str) -> Profile:
         check_user_id(user)

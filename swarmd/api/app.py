@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,11 +15,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from swarmd import __version__
 from swarmd.api import agents, locks, observability, run_control, runs
+from swarmd.api.deps import Services, ServicesDep
 from swarmd.config import Settings
-from swarmd.engine.payloads import PayloadStore
-from swarmd.engine.spec import SpecRegistry
-from swarmd.engine.state import StateStore
 from swarmd.errors import PayloadTooLarge, SwarmdError
+from swarmd.metrics import Metrics
+from swarmd.telemetry import TRACER_NAME, global_tracer
 
 log = logging.getLogger("swarmd.api")
 
@@ -72,28 +69,28 @@ def create_app(
     settings: Settings, *, start_engine: bool = True, tracer_provider: Any = None
 ) -> FastAPI:
     """The app. ``start_engine=False`` serves the API without a sidecar (docs, schema).
-    Spans go to ``tracer_provider``, or to the process's (set by the entrypoint)."""
+    Spans go to ``tracer_provider``, or to the process's (set by the entrypoint).
+
+    Its lifespan gets every service from the composition root
+    (:func:`swarmd.compose.services.open_services`) as one typed
+    :class:`~swarmd.api.deps.Services` in the lifespan state; routes reach them
+    through the ``Annotated`` dependencies of :mod:`swarmd.api.deps`. A new
+    resource is one router module here, included below."""
+    metrics = Metrics()
+    tracer: Callable[[], Any] = global_tracer
+    if tracer_provider is not None:
+        tracer = lambda: tracer_provider.get_tracer(TRACER_NAME)  # noqa: E731
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.settings = settings
-        app.state.engine_ready = False
-        engine: Any = None
-        if start_engine:
-            from swarmd.engine.wiring import Engine
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Services]]:
+        from swarmd.compose.services import open_services  # the composition root
 
-            engine = Engine(settings)
-            app.state.engine = engine
-            task = asyncio.create_task(engine.start(app))
-            tracking = asyncio.create_task(app.state.tracker.run(app.state))
         try:
-            yield
+            async with open_services(
+                settings, metrics, tracer, start_worker=start_engine
+            ) as services:
+                yield {"services": services}
         finally:
-            if engine is not None:
-                tracking.cancel()
-                task.cancel()
-                await engine.stop()
-                await app.state.tracker.close()
             _flush_spans(tracer_provider)
 
     app = FastAPI(
@@ -102,11 +99,8 @@ def create_app(
         description="Start and steer durable AI agent swarms running on Dapr workflows.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.specs = SpecRegistry.for_settings(settings.specs_dir)
-    app.state.payloads = PayloadStore(StateStore(settings), settings.payload_ref_bytes)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    _observability(app, settings, tracer_provider)
+    app.add_middleware(observability.TraceRequests, tracer=tracer)
 
     @app.exception_handler(SwarmdError)
     async def swarmd_error(_: Request, exc: SwarmdError) -> JSONResponse:
@@ -133,9 +127,9 @@ def create_app(
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"])
-    async def readyz(request: Request) -> JSONResponse:
+    async def readyz(services: ServicesDep) -> JSONResponse:
         """Readiness: the workflow worker is connected to its Dapr sidecar."""
-        ready = bool(getattr(request.app.state, "engine_ready", False))
+        ready = services.ready
         sidecar = False
         try:
             async with httpx.AsyncClient(timeout=2) as c:
@@ -149,6 +143,7 @@ def create_app(
             status_code=200 if ok else 503,
         )
 
+    # one router per resource (a new resource: a module with `router`, added here)
     app.include_router(runs.router)
     app.include_router(locks.router)
     app.include_router(run_control.router)
@@ -156,7 +151,7 @@ def create_app(
     app.include_router(observability.router)
     app.add_api_route(
         "/metrics",
-        observability.metrics_endpoint(app.state.metrics),
+        observability.metrics_endpoint(metrics),
         methods=["GET"],
         tags=["health"],
         include_in_schema=True,
@@ -173,21 +168,3 @@ def _flush_spans(tracer_provider: Any) -> None:
         flush = getattr(provider, "force_flush", None)
         if flush is not None:
             flush(5000)
-
-
-def _observability(app: FastAPI, settings: Settings, tracer_provider: Any) -> None:
-    """Metrics, the tracer, the run tracker and request spans (swarmd.telemetry)."""
-    from swarmd.activities.llm import LLMObserver, global_tracer
-    from swarmd.engine.tracker import RunTracker
-    from swarmd.metrics import Metrics
-    from swarmd.telemetry import TRACER_NAME
-
-    metrics = Metrics()
-    tracer: Callable[[], Any] = global_tracer
-    if tracer_provider is not None:
-        tracer = lambda: tracer_provider.get_tracer(TRACER_NAME)  # noqa: E731
-    owner = f"{settings.pod_name or socket.gethostname()}-{os.getpid()}"
-    app.state.metrics = metrics
-    app.state.llm_observer = LLMObserver(metrics, tracer)
-    app.state.tracker = RunTracker(settings, metrics, tracer, owner)
-    app.add_middleware(observability.TraceRequests, tracer=tracer)

@@ -1,10 +1,29 @@
-"""FastAPI dependencies: settings, auth, and the clients the lifespan created."""
+"""FastAPI dependencies: settings, auth, and one typed dependency per service.
+
+The lifespan (:func:`swarmd.api.app.create_app`) asks the composition root
+(:mod:`swarmd.compose.services`) for one :class:`Services` object and puts it
+in the lifespan state; routes never read ``app.state`` or ``request.state``
+themselves. A route names what it needs by type::
+
+    @router.get("/{run_id}")
+    async def get_run(run_id: str, client: WorkflowClientDep, payloads: PayloadsDep): ...
+
+Services that need the Dapr sidecar (the workflow client, the lock manager, the
+user-agent store) are ``None`` until the worker has connected; their
+dependency answers 503 ``dependency_unavailable`` until then, so a route that
+validates its input first (parameters and body are resolved before the
+dependency's value is used) still answers 4xx for bad input without a sidecar.
+
+To add a service: a field on :class:`Services`, built in
+``swarmd.compose.services``, and an ``XDep = Annotated[X, Depends(get_x)]`` here.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 import grpc
@@ -13,18 +32,108 @@ from dapr.ext.workflow.aio import DaprWorkflowClient
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from swarmd.agents.config import Baseline, Template
+from swarmd.agents.store import UserStore
 from swarmd.config import Settings
+from swarmd.engine.locks import LockManager
+from swarmd.engine.payloads import PayloadStore
+from swarmd.engine.spec import SpecRegistry
+from swarmd.engine.tracker import RunTracker
 from swarmd.errors import DependencyUnavailable, Unauthorized
+from swarmd.metrics import Metrics
 
-_bearer = HTTPBearer(auto_error=False, description="SWARMD_API_TOKEN")
+
+@dataclass
+class Services:
+    """Every long-lived client the API uses, built once per process by the lifespan.
+
+    The first group exists from the start; the second is set once the workflow
+    worker is connected to its sidecar (``ready``), and is ``None`` before."""
+
+    settings: Settings
+    specs: SpecRegistry
+    payloads: PayloadStore
+    metrics: Metrics
+    tracker: RunTracker
+    agent_baseline: Baseline
+    agent_templates: dict[str, Template]
+    # -- set when the worker is up
+    workflows: DaprWorkflowClient | None = None
+    locks: LockManager | None = None
+    users: UserStore | None = None
+    ready: bool = False
 
 
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def get_services(request: Request) -> Services:
+    services: Services = request.state.services  # the lifespan state (create_app)
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_settings(services: ServicesDep) -> Settings:
+    return services.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_specs(services: ServicesDep) -> SpecRegistry:
+    return services.specs
+
+
+SpecsDep = Annotated[SpecRegistry, Depends(get_specs)]
+
+
+def get_payloads(services: ServicesDep) -> PayloadStore:
+    return services.payloads
+
+
+PayloadsDep = Annotated[PayloadStore, Depends(get_payloads)]
+
+
+def get_metrics(services: ServicesDep) -> Metrics:
+    return services.metrics
+
+
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+def get_tracker(services: ServicesDep) -> RunTracker:
+    return services.tracker
+
+
+TrackerDep = Annotated[RunTracker, Depends(get_tracker)]
+
+
+def get_wf_client(services: ServicesDep) -> DaprWorkflowClient:
+    if services.workflows is None:
+        raise DependencyUnavailable("workflow client not ready: the Dapr sidecar is not up yet")
+    return services.workflows
+
+
+WorkflowClientDep = Annotated[DaprWorkflowClient, Depends(get_wf_client)]
+
+
+def get_locks(services: ServicesDep) -> LockManager:
+    if services.locks is None:
+        raise DependencyUnavailable("lock manager not ready: the Dapr sidecar is not up yet")
+    return services.locks
+
+
+LocksDep = Annotated[LockManager, Depends(get_locks)]
+
+
+def get_users(services: ServicesDep) -> UserStore:
+    if services.users is None:
+        raise DependencyUnavailable("the engine is not ready: the Dapr sidecar is not up yet")
+    return services.users
+
+
+UserStoreDep = Annotated[UserStore, Depends(get_users)]
+
+_bearer = HTTPBearer(auto_error=False, description="SWARMD_API_TOKEN")
 
 
 def require_token(
@@ -36,16 +145,6 @@ def require_token(
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <SWARMD_API_TOKEN>'")
     if expected is None or not hmac.compare_digest(creds.credentials, expected):
         raise Unauthorized("invalid bearer token")
-
-
-def get_wf_client(request: Request) -> DaprWorkflowClient:
-    client: DaprWorkflowClient | None = getattr(request.app.state, "wf_client", None)
-    if client is None:
-        raise DependencyUnavailable("workflow client not ready: the Dapr sidecar is not up yet")
-    return client
-
-
-WorkflowClientDep = Annotated[DaprWorkflowClient, Depends(get_wf_client)]
 
 
 async def read_state(

@@ -10,21 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, status
+from fastapi import APIRouter, Depends, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from swarmd.api.deps import require_token
-from swarmd.engine.locks import MAX_TTL_S, Hold, LockManager, check_resource
-from swarmd.errors import DependencyUnavailable, LockBusy, LockNotHeld
+from swarmd.api.deps import LocksDep, ServicesDep, get_locks, require_token
+from swarmd.engine.locks import MAX_TTL_S, Hold, check_resource
+from swarmd.errors import LockBusy, LockNotHeld
 
 router = APIRouter(prefix="/v1/locks", tags=["locks"], dependencies=[Depends(require_token)])
-
-
-def get_locks(request: Request) -> LockManager:
-    locks: LockManager | None = getattr(request.app.state, "locks", None)
-    if locks is None:
-        raise DependencyUnavailable("lock manager not ready: the Dapr sidecar is not up yet")
-    return locks
 
 
 Resource = Annotated[str, Path(description="Lock resource id", max_length=200)]
@@ -63,9 +56,8 @@ def _view(h: Hold) -> LockView:
 
 
 @router.get("", response_model=LockList)
-async def list_locks(request: Request) -> LockList:
+async def list_locks(locks: LocksDep) -> LockList:
     """Locks this process holds, and its owner id."""
-    locks = get_locks(request)
     return LockList(owner=locks.owner, locks=[_view(h) for h in locks.held()])
 
 
@@ -75,10 +67,10 @@ async def list_locks(request: Request) -> LockList:
     response_model=LockView,
     responses={409: {"description": "held by another owner (or already by this process)"}},
 )
-async def take_lock(resource: Resource, body: TakeLock, request: Request) -> LockView:
+async def take_lock(resource: Resource, body: TakeLock, services: ServicesDep) -> LockView:
     """Take the lock ``resource`` for this process; 409 ``lock_busy`` if it is held."""
     check_resource(resource)
-    locks = get_locks(request)  # after validation: bad input is 4xx even without a sidecar
+    locks = get_locks(services)  # after validation: bad input is 4xx even without a sidecar
     marker = f"busy.lock.{resource}" if body.busy_marker else None
     try:
         hold = await locks.acquire(resource, body.ttl_s, wait_s=body.wait_s, marker=marker)
@@ -89,10 +81,10 @@ async def take_lock(resource: Resource, body: TakeLock, request: Request) -> Loc
 
 
 @router.get("/{resource}", response_model=LockView, responses={404: {}})
-async def get_lock(resource: Resource, request: Request) -> LockView:
+async def get_lock(resource: Resource, services: ServicesDep) -> LockView:
     """The lock if this process holds it (404 otherwise)."""
     check_resource(resource)
-    locks = get_locks(request)
+    locks = get_locks(services)
     hold = locks.get(resource)
     if hold is None:
         raise LockNotHeld(f"this process does not hold {resource!r}", field="resource")
@@ -100,11 +92,11 @@ async def get_lock(resource: Resource, request: Request) -> LockView:
 
 
 @router.delete("/{resource}", responses={404: {}})
-async def release_lock(resource: Resource, request: Request) -> dict[str, Any]:
+async def release_lock(resource: Resource, services: ServicesDep) -> dict[str, Any]:
     """Release a lock this process holds. ``released`` is false if it had already
     expired (or been reclaimed) before this call."""
     check_resource(resource)
-    locks = get_locks(request)
+    locks = get_locks(services)
     hold = locks.get(resource)
     if hold is None:
         raise LockNotHeld(f"this process does not hold {resource!r}", field="resource")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import Response
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from swarmd import telemetry
-from swarmd.api.deps import require_token
+from swarmd.api.deps import TrackerDep, require_token
 from swarmd.engine.models import SwarmInput
 from swarmd.engine.tracker import RunTracker, UserUsage
 from swarmd.metrics import Metrics
@@ -91,32 +91,28 @@ def metrics_endpoint(metrics: Metrics) -> Callable[[], Any]:
 # -- hooks of the run API --------------------------------------------------------------
 
 
-async def run_starting(request: Request, inp: SwarmInput) -> SwarmInput:
+async def run_starting(tracker: RunTracker, inp: SwarmInput) -> SwarmInput:
     """Before a run is scheduled: give it its trace and put it in the run index.
     Returns the input to schedule (with ``trace`` set)."""
     http = trace.get_current_span().get_span_context()
     parent = http if http.is_valid else None
     run_ctx = telemetry.run_span_context(inp.run_id, parent)
     traced = inp.model_copy(update={"trace": telemetry.traceparent(run_ctx)})
-    tracker: RunTracker | None = getattr(request.app.state, "tracker", None)
-    if tracker is not None:
-        await tracker.started(
-            inp.run_id,
-            {
-                "swarm": inp.spec.name,
-                "user": inp.user,
-                "trace": traced.trace,
-                "parent": telemetry.traceparent(parent) if parent is not None else None,
-            },
-        )
+    await tracker.started(
+        inp.run_id,
+        {
+            "swarm": inp.spec.name,
+            "user": inp.user,
+            "trace": traced.trace,
+            "parent": telemetry.traceparent(parent) if parent is not None else None,
+        },
+    )
     return traced
 
 
-def run_started(request: Request, inp: SwarmInput) -> None:
+def run_started(metrics: Metrics, inp: SwarmInput) -> None:
     """After the run was scheduled."""
-    metrics: Metrics | None = getattr(request.app.state, "metrics", None)
-    if metrics is not None:
-        metrics.runs_started.labels(inp.spec.name).inc()
+    metrics.runs_started.labels(inp.spec.name).inc()
 
 
 # -- usage -----------------------------------------------------------------------------
@@ -124,9 +120,8 @@ def run_started(request: Request, inp: SwarmInput) -> None:
 
 @router.get("/users/{user}", response_model=UserUsage)
 async def user_usage(
-    request: Request, user: Annotated[str, Path(min_length=1, max_length=200)]
+    tracker: TrackerDep, user: Annotated[str, Path(min_length=1, max_length=200)]
 ) -> UserUsage:
     """Tokens, LLM calls and cost of a user's ended runs (``input.user`` of the start
     request); zeros for a user with none."""
-    tracker: RunTracker = request.app.state.tracker
     return await tracker.user_usage(user)

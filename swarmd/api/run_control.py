@@ -25,11 +25,18 @@ from typing import Annotated, Any, Literal
 import grpc
 from dapr.ext.workflow import WorkflowState, WorkflowStatus
 from dapr.ext.workflow.aio import DaprWorkflowClient
-from fastapi import APIRouter, Body, Depends, Path, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Path, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from swarmd.api.deps import SettingsDep, WorkflowClientDep, get_wf_client, read_state, require_token
+from swarmd.api.deps import (
+    ServicesDep,
+    SettingsDep,
+    WorkflowClientDep,
+    get_wf_client,
+    read_state,
+    require_token,
+)
 from swarmd.api.runs import _STATUS, RunStatus, RunView, view
 from swarmd.errors import (
     DependencyUnavailable,
@@ -189,14 +196,14 @@ async def _settle(client: DaprWorkflowClient, run_id: str, done: frozenset[Workf
 )
 async def terminate_run(
     run_id: RunId,
-    request: Request,
+    services: ServicesDep,
     body: Annotated[TerminateRun | None, Body()] = None,
 ) -> RunAction:
     """Stop a pending, running or suspended run, recursively: its child agent
     workflows stop too. LLM calls already in flight finish, but nothing new starts.
     The run ends ``terminated`` with ``{"reason": ...}`` as its output. 409 if it
     has already finished."""
-    client = get_wf_client(request)  # after validation: bad input is 4xx even without a sidecar
+    client = get_wf_client(services)  # after validation: bad input is 4xx even without a sidecar
     async with _serialized(run_id):
         state = await _require(client, run_id, ACTIVE | PAUSED, "it has already finished")
         reason = body.reason if body else None
@@ -258,7 +265,7 @@ async def raise_event(
             json_schema_extra={"pattern": EVENT_NAME},
         ),
     ],
-    request: Request,
+    services: ServicesDep,
     payload: Annotated[Any, Body(description="Optional JSON payload of the event")] = None,
 ) -> RunAction:
     """Deliver an event (with an optional JSON body as its payload) to a run that has
@@ -268,7 +275,7 @@ async def raise_event(
         raise ValidationFailed(
             f"name: event name must match {EVENT_NAME} (got {name[:80]!r})", field="name"
         )
-    client = get_wf_client(request)
+    client = get_wf_client(services)
     state = await _require(client, run_id, ACTIVE | PAUSED, "it has finished and takes no events")
     await _call(client.raise_workflow_event(run_id, name, data=payload), run_id)
     return RunAction(run_id=run_id, action="event", previous_status=_status(state), event=name)

@@ -9,14 +9,20 @@ from typing import Any, Literal
 
 import grpc
 from dapr.ext.workflow import WorkflowState, WorkflowStatus
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from swarmd.api import observability
-from swarmd.api.deps import SettingsDep, WorkflowClientDep, get_wf_client, read_state, require_token
+from swarmd.api.deps import (
+    PayloadsDep,
+    ServicesDep,
+    WorkflowClientDep,
+    get_wf_client,
+    read_state,
+    require_token,
+)
 from swarmd.engine import names
 from swarmd.engine.models import Progress, SwarmInput, Usage
-from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.spec import SpecRegistry, parse_spec
 from swarmd.errors import (
     RunConflict,
@@ -163,23 +169,22 @@ def view(state: WorkflowState) -> RunView:
     response_model=RunAccepted,
     responses={200: {"model": RunAccepted, "description": "Run already existed"}},
 )
-async def start_run(
-    body: StartRun, settings: SettingsDep, request: Request, response: Response
-) -> RunAccepted:
+async def start_run(body: StartRun, services: ServicesDep, response: Response) -> RunAccepted:
     """Start a swarm run. Answers 202 with the run id; 200 if ``run_id`` already exists."""
+    settings = services.settings
     run_id = body.run_id or uuid.uuid4().hex
-    inp = build_input(body, run_id, request.app.state.specs)
+    inp = build_input(body, run_id, services.specs)
     if (inp.agents or len(inp.spec.agents)) > settings.max_agents:
         raise ValidationFailed(
             f"input.agents: at most {settings.max_agents} agents per run", field="input.agents"
         )
-    client = get_wf_client(request)  # after validation: bad input is 4xx even without a sidecar
+    client = get_wf_client(services)  # after validation: bad input is 4xx even without a sidecar
     wf_name = names.PATTERNS[inp.spec.pattern]
     if body.run_id:
         existing = await read_state(client, run_id)
         if existing is not None:
             return _existing(existing, wf_name, inp, response)
-    traced = await observability.run_starting(request, inp)  # its trace; the run index
+    traced = await observability.run_starting(services.tracker, inp)  # its trace; the run index
     try:
         await client.schedule_new_workflow(wf_name, input=traced, instance_id=run_id)
     except grpc.RpcError as exc:  # lost a race with an identical concurrent start
@@ -187,7 +192,7 @@ async def start_run(
         if existing is None:
             raise
         return _existing(existing, wf_name, inp, response, cause=exc)
-    observability.run_started(request, inp)
+    observability.run_started(services.metrics, inp)
     return RunAccepted(run_id=run_id, swarm=inp.spec.name, status="pending", created=True)
 
 
@@ -222,7 +227,7 @@ def _existing(
 
 
 @router.get("/{run_id}", response_model=RunView)
-async def get_run(run_id: str, client: WorkflowClientDep, request: Request) -> RunView:
+async def get_run(run_id: str, client: WorkflowClientDep, payloads: PayloadsDep) -> RunView:
     """Status, progress, token usage, and the output or error of a run."""
     state = await read_state(client, run_id)
     if state is None:
@@ -230,6 +235,5 @@ async def get_run(run_id: str, client: WorkflowClientDep, request: Request) -> R
     result = view(state)
     if result.output is not None and "[[swarmd-ref:" in (state.serialized_output or ""):
         # large agent answers travelled by reference: show the real text
-        payloads: PayloadStore = request.app.state.payloads
         result.output = await payloads.resolve_any(result.output)
     return result

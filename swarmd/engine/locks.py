@@ -33,9 +33,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarmd.engine.registry import LeaseLost, OwnerRegistry
+from swarmd.engine.registry import OwnerRegistry
 from swarmd.engine.sidecar import Sidecar, UnlockStatus
-from swarmd.errors import LockBusy, ValidationFailed
+from swarmd.errors import LeaseLost, LockBusy, ValidationFailed
 
 log = logging.getLogger("swarmd.locks")
 

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, Field
 
 from swarmd.engine.sidecar import Sidecar
-from swarmd.errors import DependencyUnavailable
+from swarmd.errors import DependencyUnavailable, LeaseLost
 
 log = logging.getLogger("swarmd.owner")
 T = TypeVar("T")
@@ -66,12 +66,6 @@ def claim_key(owner: str) -> str:
 
 def reaped_key(owner: str) -> str:
     return f"swarmd-owner.{owner}.reaped"
-
-
-class LeaseLost(DependencyUnavailable):
-    """This process's owner incarnation lost its lease (fenced, or no heartbeat in time)."""
-
-    code = "lease_lost"
 
 
 # -- records -------------------------------------------------------------------

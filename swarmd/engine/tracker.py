@@ -171,10 +171,11 @@ class RunTracker:
         return _usage_record(user, value)
 
     # -- the background side -------------------------------------------------------
-    async def run(self, app_state: Any) -> None:
-        """Reconcile every ``tracker_interval_s`` for as long as the app runs."""
+    async def run(self, workflow_client: Callable[[], Any | None]) -> None:
+        """Reconcile every ``tracker_interval_s`` for as long as the app runs.
+        ``workflow_client()`` is the workflow client, or None while the worker is not up."""
         while True:
-            client = getattr(app_state, "wf_client", None)
+            client = workflow_client()
             try:
                 if client is not None:
                     await self.reconcile(client)

@@ -12,9 +12,9 @@ from typing import Any
 
 from dapr.ext.workflow import DaprWorkflowContext
 
+from swarmd.compose.worker import Registrar
 from swarmd.engine import names
 from swarmd.engine.models import LLMRequest
-from swarmd.engine.runtime import Registrar
 
 VERSIONED = "test.upgrade"
 UNVERSIONED = "test.upgrade-unversioned"

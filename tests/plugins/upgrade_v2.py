@@ -12,7 +12,7 @@ from typing import Any
 
 from dapr.ext.workflow import DaprWorkflowContext
 
-from swarmd.engine.runtime import Registrar
+from swarmd.compose.worker import Registrar
 from tests.plugins.upgrade_v1 import UNVERSIONED, VERSIONED, llm, v1
 
 

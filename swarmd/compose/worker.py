@@ -1,7 +1,16 @@
-"""Build the Dapr workflow runtime with every workflow and activity registered.
+"""The workflow worker: every workflow version and activity, registered by name.
 
-Called from the entrypoint (``swarmd serve``) with clients it created; nothing
-here runs at import time.
+This is where a new workflow version or a new activity is added:
+
+* a changed workflow ships as a NEW version appended to its list in
+  :data:`WORKFLOWS` (docs/upgrades.md); the old one stays until no run in
+  flight uses it;
+* a new activity gets a name in :mod:`swarmd.engine.names` and one
+  ``reg.activity(...)`` line in :func:`build_worker`.
+
+Plugins (``SWARMD_PLUGINS=pkg.module,...``) get the same :class:`Registrar`
+through their ``register(reg)``. Called from :mod:`swarmd.compose.services` with
+clients it created; nothing here runs at import time.
 """
 
 from __future__ import annotations
@@ -14,11 +23,14 @@ from typing import Any
 
 from dapr.ext.workflow import WorkflowRuntime
 from dapr.ext.workflow.logger import LoggerOptions
+from openai import AsyncOpenAI
 
 from swarmd.activities.llm import LLMObserver, make_call_llm, traced_tool
 from swarmd.activities.reduce import make_reduce_chunks
 from swarmd.activities.tools import ToolDeps, make_call_tool
-from swarmd.agents.runtime import register_activities as register_user_agent_activities
+from swarmd.agents.activities import make_activities as make_user_agent_activities
+from swarmd.agents.config import Baseline, Template
+from swarmd.agents.store import UserStore
 from swarmd.config import Settings
 from swarmd.engine import names
 from swarmd.engine.payloads import PayloadStore
@@ -89,13 +101,17 @@ def sdk_logger_options(settings: Settings) -> LoggerOptions:
     return LoggerOptions(log_level=settings.sdk_log_level, log_handler=handler)
 
 
-def build_runtime(
+def build_worker(
     settings: Settings,
-    llm_client: Any,
+    llm_client: AsyncOpenAI,
     tool_deps: ToolDeps,
     state: StateStore,
-    obs: LLMObserver | None = None,
+    users: UserStore,
+    agent_config: tuple[Baseline, dict[str, Template]],
+    obs: LLMObserver,
 ) -> WorkflowRuntime:
+    """The workflow runtime with every workflow in :data:`WORKFLOWS`, every activity
+    and every plugin registered (not started)."""
     rt = WorkflowRuntime(
         logger_options=sdk_logger_options(settings),
         host="127.0.0.1",
@@ -104,19 +120,18 @@ def build_runtime(
         maximum_concurrent_orchestration_work_items=settings.max_concurrent_activities,
         worker_ready_timeout=60.0,
     )
-    obs = obs if obs is not None else LLMObserver()
     reg = Registrar(rt)
     for name, versions in WORKFLOWS.items():
         if name == names.AGENT_LOOP:  # records each agent's span when its loop returns
             versions = [(v, traced_agent_loop(fn, obs.tracer)) for v, fn in versions]
         reg.workflow(name, versions)
     payloads = PayloadStore(state, settings.payload_ref_bytes)
-    rt.register_activity(make_call_llm(llm_client, payloads, obs), name=names.CALL_LLM)
-    rt.register_activity(
-        make_reduce_chunks(llm_client, state, payloads, obs), name=names.REDUCE_CHUNKS
-    )
-    rt.register_activity(traced_tool(make_call_tool(tool_deps), obs), name=names.CALL_TOOL)
-    register_user_agent_activities(reg, settings, state, tool_deps)
+    reg.activity(names.CALL_LLM, make_call_llm(llm_client, payloads, obs))
+    reg.activity(names.REDUCE_CHUNKS, make_reduce_chunks(llm_client, state, payloads, obs))
+    reg.activity(names.CALL_TOOL, traced_tool(make_call_tool(tool_deps), obs))
+    baseline, templates = agent_config
+    for name, fn in make_user_agent_activities(users, baseline, templates).items():
+        reg.activity(name, fn)
     for module in settings.plugins:
         importlib.import_module(module).register(reg)
     return rt

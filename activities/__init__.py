@@ -1,0 +1,1 @@
+"""swarmd.activities (this folder is mapped to that package in pyproject.toml)."""

@@ -1,0 +1,187 @@
+"""The process's long-lived clients: the API's :class:`Services` and the worker.
+
+:func:`open_services` is entered by the API's lifespan. It builds what needs no
+sidecar at once (specs, payload store, run tracker, user-agent configuration)
+and, with ``start_worker``, starts the rest in the background: it waits for
+the sidecar, registers this process as a lock owner, builds the LLM and HTTP
+clients, starts the workflow worker (:func:`swarmd.compose.worker.build_worker`)
+and the workflow client, then fills in the ``Services`` fields that need them.
+Until then the API answers health checks, and 503 where it needs the sidecar.
+On exit everything is stopped in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+from dapr.ext.workflow import WorkflowRuntime
+from dapr.ext.workflow.aio import DaprWorkflowClient
+from openai import AsyncOpenAI
+from opentelemetry.trace import Tracer
+
+from swarmd.activities.llm import LLMObserver
+from swarmd.activities.tools import ToolDeps
+from swarmd.agents.config import load_baseline, load_templates
+from swarmd.agents.store import UserStore
+from swarmd.api.deps import Services
+from swarmd.compose.worker import build_worker, sdk_logger_options
+from swarmd.config import Settings
+from swarmd.engine.locks import LockManager
+from swarmd.engine.payloads import PayloadStore
+from swarmd.engine.registry import OwnerRegistry
+from swarmd.engine.sidecar import Sidecar
+from swarmd.engine.spec import SpecRegistry
+from swarmd.engine.state import StateStore
+from swarmd.engine.tracker import RunTracker
+from swarmd.metrics import Metrics
+from swarmd.telemetry import propagate_to_dapr
+
+log = logging.getLogger("swarmd.engine")
+
+
+async def wait_for_sidecar(settings: Settings, timeout_s: float = 120.0) -> None:
+    url = f"http://127.0.0.1:{settings.dapr_http_port}/v1.0/healthz/outbound"
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=2) as c:
+        while True:
+            try:
+                if (await c.get(url)).status_code < 300:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Dapr sidecar not healthy at {url} after {timeout_s}s")
+            await asyncio.sleep(0.2)
+
+
+class _Worker:
+    """The parts that need the sidecar, started in the background, stopped on exit."""
+
+    def __init__(self, settings: Settings, state: StateStore, services: Services) -> None:
+        self.settings = settings
+        self.state = state
+        self.services = services
+        self.obs = LLMObserver(services.metrics, services.tracker.tracer)
+        self.runtime: WorkflowRuntime | None = None
+        self.http: httpx.AsyncClient | None = None
+        self.registry: OwnerRegistry | None = None
+        self.locks: LockManager | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        try:
+            await wait_for_sidecar(s)
+            await self._start_locks()
+            assert self.locks is not None
+            users = UserStore(self.state, self.locks.hold)
+            llm = AsyncOpenAI(
+                base_url=s.llm_base_url,
+                api_key=s.llm_api_key.get_secret_value(),
+                max_retries=0,
+                timeout=s.llm_timeout_s,
+            )
+            self.http = httpx.AsyncClient()
+            deps = ToolDeps(
+                http=self.http,
+                allowed_hosts=frozenset(),
+                state_get=self.state.get_text,
+                state_put=self.state.put_text,
+                lock=self.locks.hold,
+                on_user_key=users.record_user_key,  # memory keys go into the user's key index
+            )
+            config = (self.services.agent_baseline, self.services.agent_templates)
+            self.runtime = build_worker(s, llm, deps, self.state, users, config, self.obs)
+            await asyncio.to_thread(self.runtime.start)
+            client = DaprWorkflowClient(
+                host="127.0.0.1",
+                port=str(s.dapr_grpc_port),
+                logger_options=sdk_logger_options(s),
+            )
+            propagate_to_dapr(client)  # runs' traces continue in daprd
+            self.services.users = users
+            self.services.workflows = client
+            self.services.ready = True
+            log.info("workflow engine ready")
+        except Exception:
+            log.exception("workflow engine failed to start")
+            raise
+
+    async def _start_locks(self) -> None:
+        """Register this process as a lock owner (heartbeat) before it can take a lock."""
+        s = self.settings
+        self.registry = OwnerRegistry(
+            Sidecar(s.dapr_http_port, s.state_store),
+            pod=s.pod_name,
+            heartbeat_s=s.owner_heartbeat_s,
+            ttl_s=s.owner_ttl_s,
+        )
+        await self.registry.start()
+        self.locks = LockManager(
+            Sidecar(s.dapr_http_port, s.state_store), self.registry, s.lock_store
+        )
+        self.services.locks = self.locks
+
+    async def stop(self) -> None:
+        if self.runtime is not None:
+            await asyncio.to_thread(self.runtime.shutdown)
+        if self.locks is not None:
+            await self.locks.release_all()
+            await self.locks.sc.close()
+        if self.registry is not None:
+            await self.registry.stop()
+
+
+def owner_id(settings: Settings) -> str:
+    """This process's id for the run tracker's leader lock."""
+    return f"{settings.pod_name or socket.gethostname()}-{os.getpid()}"
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings,
+    metrics: Metrics,
+    tracer: Callable[[], Tracer],
+    *,
+    start_worker: bool = True,
+) -> AsyncIterator[Services]:
+    """The API's services for as long as the block runs (see the module docstring).
+    ``start_worker=False``: the API alone, without a sidecar (docs, schema, tests)."""
+    state = StateStore(settings)
+    services = Services(
+        settings=settings,
+        specs=SpecRegistry.for_settings(settings.specs_dir),
+        payloads=PayloadStore(state, settings.payload_ref_bytes),
+        metrics=metrics,
+        tracker=RunTracker(settings, metrics, tracer, owner_id(settings)),
+        agent_baseline=load_baseline(settings.agent_baseline),
+        agent_templates=load_templates(settings.agent_templates_dir),
+    )
+    if not start_worker:
+        try:
+            yield services
+        finally:
+            await services.tracker.close()
+            await state.close()
+        return
+    worker = _Worker(settings, state, services)
+    starting = asyncio.create_task(worker.start())
+    tracking = asyncio.create_task(services.tracker.run(lambda: services.workflows))
+    try:
+        yield services
+    finally:
+        tracking.cancel()
+        starting.cancel()
+        for task in (tracking, starting):
+            with contextlib.suppress(BaseException):
+                await task
+        await worker.stop()
+        await services.tracker.close()
+        await state.close()
