@@ -24,7 +24,7 @@ import asyncio
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import grpc
 from dapr.ext.workflow import WorkflowState
@@ -41,6 +41,8 @@ from swarmd.engine.spec import SpecRegistry
 from swarmd.engine.tracker import RunTracker
 from swarmd.errors import DependencyUnavailable, Unauthorized
 from swarmd.metrics import Metrics
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -72,65 +74,43 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> Settings:
-    return services.settings
+def _service(name: str) -> Any:
+    """``Depends`` on the ``Services`` field ``name``."""
+
+    def get(services: ServicesDep) -> Any:
+        return getattr(services, name)
+
+    get.__name__ = f"get_{name}"
+    return Depends(get)
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-
-
-def get_specs(services: ServicesDep) -> SpecRegistry:
-    return services.specs
-
-
-SpecsDep = Annotated[SpecRegistry, Depends(get_specs)]
-
-
-def get_payloads(services: ServicesDep) -> PayloadStore:
-    return services.payloads
-
-
-PayloadsDep = Annotated[PayloadStore, Depends(get_payloads)]
-
-
-def get_metrics(services: ServicesDep) -> Metrics:
-    return services.metrics
-
-
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-
-
-def get_tracker(services: ServicesDep) -> RunTracker:
-    return services.tracker
-
-
-TrackerDep = Annotated[RunTracker, Depends(get_tracker)]
+def _required(value: T | None, what: str) -> T:
+    if value is None:
+        raise DependencyUnavailable(f"{what} not ready: the Dapr sidecar is not up yet")
+    return value
 
 
 def get_wf_client(services: ServicesDep) -> DaprWorkflowClient:
-    if services.workflows is None:
-        raise DependencyUnavailable("workflow client not ready: the Dapr sidecar is not up yet")
-    return services.workflows
-
-
-WorkflowClientDep = Annotated[DaprWorkflowClient, Depends(get_wf_client)]
+    """The workflow client; 503 until the worker is connected. Call it directly (not as a
+    dependency) in a route that must validate its input first."""
+    return _required(services.workflows, "workflow client")
 
 
 def get_locks(services: ServicesDep) -> LockManager:
-    if services.locks is None:
-        raise DependencyUnavailable("lock manager not ready: the Dapr sidecar is not up yet")
-    return services.locks
-
-
-LocksDep = Annotated[LockManager, Depends(get_locks)]
+    return _required(services.locks, "lock manager")
 
 
 def get_users(services: ServicesDep) -> UserStore:
-    if services.users is None:
-        raise DependencyUnavailable("the engine is not ready: the Dapr sidecar is not up yet")
-    return services.users
+    return _required(services.users, "the engine is")
 
 
+SettingsDep = Annotated[Settings, _service("settings")]
+SpecsDep = Annotated[SpecRegistry, _service("specs")]
+PayloadsDep = Annotated[PayloadStore, _service("payloads")]
+MetricsDep = Annotated[Metrics, _service("metrics")]
+TrackerDep = Annotated[RunTracker, _service("tracker")]
+WorkflowClientDep = Annotated[DaprWorkflowClient, Depends(get_wf_client)]
+LocksDep = Annotated[LockManager, Depends(get_locks)]
 UserStoreDep = Annotated[UserStore, Depends(get_users)]
 
 _bearer = HTTPBearer(auto_error=False, description="SWARMD_API_TOKEN")
