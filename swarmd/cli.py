@@ -1,7 +1,9 @@
-"""``swarmd`` command line: serve the app, run the local stack, run a demo swarm.
+"""``swarmd`` command line: serve the app, run the local stack, run a demo swarm,
+and the API client (``swarmd runs ...``, ``swarmd agents ...``: swarmd.console).
 
-Exit codes: 0 ok, 1 the demo run did not complete, 2 bad usage or
-configuration, 3 a required binary or port is unavailable.
+Exit codes: 0 ok, 1 the demo run (or a followed run) did not complete, 2 bad
+usage, configuration or input (the message names the field), 3 a required binary
+or port, or the server, is unavailable, 4 the API refused the call (401, 404, 409).
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             "--task", default="Write a short briefing on durable execution for AI agents."
         )
         p.add_argument("--data-dir", default=None, help="where logs and state go (default .data)")
+    from swarmd import console
+
+    console.add_commands(sub)
     raw = sys.argv[1:] if argv is None else argv
     if raw[:1] == ["modelserver"]:  # its own argparse owns the rest of the line
         from swarmd.devstack import modelserver
@@ -73,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "serve":
             return _serve(args)
+        if args.cmd in ("runs", "agents"):
+            return console.run(args)
         return _stack(args)
     except ValidationError as exc:
         for e in exc.errors():

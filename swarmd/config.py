@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     trace_export: Literal["file", "console", "none"] = Field(
         "file", description="Without an OTLP endpoint: <data_dir>/traces.jsonl, stderr, or off"
     )
+    catalog_page_size: int = Field(
+        200, ge=2, le=5000, description="Entries per page of the run and agent catalogs"
+    )
     tracker_interval_s: float = Field(
         1.0, gt=0, le=60, description="How often ended runs are looked for (metrics, usage)"
     )

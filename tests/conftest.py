@@ -27,8 +27,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         data_dir=tmp_path_factory.mktemp("stack"),
         ports=Ports.for_tests(TEST_OFFSET),
         app_mode="direct",
-        app_env={"SWARMD_SSE_KEEPALIVE_S": "0.5"},
-    )  # run streams: keep-alives show in tests
+        # run streams: keep-alives show in tests; catalog pages fill after 4 runs, so every
+        # run list crosses pages
+        app_env={"SWARMD_SSE_KEEPALIVE_S": "0.5", "SWARMD_CATALOG_PAGE_SIZE": "4"},
+    )
     s.start()
     try:
         yield s

@@ -44,6 +44,8 @@ from swarmd.agents.store import (
     turn_instance_id,
 )
 from swarmd.api.deps import (
+    AgentCatalogDep,
+    OwnerScopeDep,
     ServicesDep,
     SettingsDep,
     get_users,
@@ -52,6 +54,7 @@ from swarmd.api.deps import (
     require_token,
 )
 from swarmd.engine import names
+from swarmd.engine.catalog import AgentQuery, Cursor
 from swarmd.errors import (
     AgentNotFound,
     DependencyUnavailable,
@@ -176,6 +179,92 @@ def _view(c: Ctx, p: Profile, wf: Any, usage: dict[str, Any] | None) -> dict[str
     }
 
 
+class AgentUsage(BaseModel):
+    tokens: int = 0
+    messages: int = 0
+    jobs: int = 0
+
+
+class AgentSummary(BaseModel):
+    """An item of ``GET /v1/agents``."""
+
+    user_id: str
+    template: str
+    created_at: str | None = None
+    status: str = Field(description="the agent workflow's status (missing: not running)")
+    messages: int = Field(description="messages the agent received so far")
+    usage_today: AgentUsage
+    usage_total: AgentUsage
+
+
+class AgentList(BaseModel):
+    """A page of ``GET /v1/agents``: newest first; ``next_cursor`` as in ``GET /v1/runs``."""
+
+    items: list[AgentSummary]
+    next_cursor: str | None
+
+
+def _usage(raw: Any) -> AgentUsage:
+    return AgentUsage.model_validate(raw) if isinstance(raw, dict) else AgentUsage()
+
+
+@router.get("", response_model=AgentList)
+async def list_agents(
+    services: ServicesDep,
+    catalog: AgentCatalogDep,
+    owner: OwnerScopeDep,
+    template: Annotated[
+        str | None, Query(pattern=NAME_RE, description="only agents from this template")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="at most this many items")] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=1000, description="next_cursor of the previous page")
+    ] = None,
+) -> AgentList:
+    """Provisioned agents newest first, each with its workflow status, message count and
+    usage, from the durable agent catalog."""
+    q = AgentQuery(
+        template=template,
+        owner=owner,
+        limit=limit,
+        cursor=Cursor.decode(cursor) if cursor else None,
+    )
+    entries, nxt = await catalog.scan(q)
+    users = [str(e["id"]) for e in entries]
+    day = today()
+    keys = [key(u, part) for u in users for part in ("profile", "seq", "usage")]
+    keys += [key(u, "usage", day) for u in users]
+    got = await catalog.state.get_many(keys) if keys else {}
+    client = services.workflows
+    sem = asyncio.Semaphore(16)
+
+    async def status_of(user: str) -> str:
+        if client is None:
+            return "unknown"
+        async with sem:
+            st = await read_state(client, instance_id(user), payloads=False)
+        return st.runtime_status.name.lower() if st is not None else "missing"
+
+    statuses = await asyncio.gather(*(status_of(u) for u in users))
+    items = []
+    for user, st in zip(users, statuses, strict=True):
+        prof = got.get(key(user, "profile"))
+        if not isinstance(prof, dict):
+            continue  # deprovisioned while listed
+        items.append(
+            AgentSummary(
+                user_id=user,
+                template=str(prof.get("template", "")),
+                created_at=prof.get("created_at"),
+                status=st,
+                messages=int(got.get(key(user, "seq")) or 0),
+                usage_today=_usage(got.get(key(user, "usage", day))),
+                usage_total=_usage(got.get(key(user, "usage"))),
+            )
+        )
+    return AgentList(items=items, next_cursor=nxt.encode() if nxt else None)
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, responses={200: {"description": "existed"}})
 async def provision(body: Provision, c: CtxDep, response: Response) -> dict[str, Any]:
     """Provision a user's agent (idempotent: the same request again answers 200)."""
@@ -201,6 +290,7 @@ async def provision(body: Provision, c: CtxDep, response: Response) -> dict[str,
             await c.store.put(user, "profile", value=p.model_dump(mode="json"))
             created = True
         await _ensure_workflow(c, user)
+        await c.services.agent_catalog.add(user, p.template)
     view = _view(c, p, await _state(c.client, instance_id(user), payloads=True), None)
     return {**view, "created": created}
 
@@ -398,6 +488,7 @@ async def deprovision(user_id: UserId, c: CtxDep) -> dict[str, Any]:
         keys = await c.store.all_keys(user_id)
         seq = int(await c.store.get(user_id, "seq") or 0)
         await c.store.state.delete(key(user_id, "profile"))  # the workflow stops at its next poll
+        await c.services.agent_catalog.remove(user_id)
     await _purge(c.client, instance_id(user_id))
     children = [turn_instance_id(user_id, i) for i in range(1, seq + 1)]
     for iid in children:

@@ -35,6 +35,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from swarmd.agents.config import Baseline, Template
 from swarmd.agents.store import UserStore
 from swarmd.config import Settings
+from swarmd.engine.catalog import AgentCatalog, RunCatalog
 from swarmd.engine.locks import LockManager
 from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.spec import SpecRegistry
@@ -57,6 +58,9 @@ class Services:
     payloads: PayloadStore
     metrics: Metrics
     tracker: RunTracker
+    #: the durable catalogs behind GET /v1/runs and GET /v1/agents
+    catalog: RunCatalog
+    agent_catalog: AgentCatalog
     agent_baseline: Baseline
     agent_templates: dict[str, Template]
     # -- set when the worker is up
@@ -109,6 +113,8 @@ SpecsDep = Annotated[SpecRegistry, _service("specs")]
 PayloadsDep = Annotated[PayloadStore, _service("payloads")]
 MetricsDep = Annotated[Metrics, _service("metrics")]
 TrackerDep = Annotated[RunTracker, _service("tracker")]
+CatalogDep = Annotated[RunCatalog, _service("catalog")]
+AgentCatalogDep = Annotated[AgentCatalog, _service("agent_catalog")]
 WorkflowClientDep = Annotated[DaprWorkflowClient, Depends(get_wf_client)]
 LocksDep = Annotated[LockManager, Depends(get_locks)]
 UserStoreDep = Annotated[UserStore, Depends(get_users)]
@@ -125,6 +131,15 @@ def require_token(
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <SWARMD_API_TOKEN>'")
     if expected is None or not hmac.compare_digest(creds.credentials, expected):
         raise Unauthorized("invalid bearer token")
+
+
+def owner_scope() -> str | None:
+    """Whose runs and agents the caller may list: None for all of them (an operator, the
+    only kind of caller today). Per-user identities narrow it to the caller's user."""
+    return None
+
+
+OwnerScopeDep = Annotated[str | None, Depends(owner_scope)]
 
 
 async def read_state(

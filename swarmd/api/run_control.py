@@ -30,6 +30,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from swarmd.api.deps import (
+    CatalogDep,
     ServicesDep,
     SettingsDep,
     WorkflowClientDep,
@@ -37,7 +38,8 @@ from swarmd.api.deps import (
     read_state,
     require_token,
 )
-from swarmd.api.runs import _STATUS, RunStatus, RunView, view
+from swarmd.api.runs import _STATUS, RunView, view
+from swarmd.engine.catalog import RunStatus
 from swarmd.errors import (
     DependencyUnavailable,
     RunNotFound,
@@ -288,13 +290,14 @@ async def raise_event(
     summary="Purge a finished run",
     responses=_errors(401, 404, 409, 503),
 )
-async def purge_run(run_id: RunId, client: WorkflowClientDep) -> Response:
+async def purge_run(run_id: RunId, client: WorkflowClientDep, catalog: CatalogDep) -> Response:
     """Delete a finished run's state and history and those of its agent workflows;
     afterwards ``GET /v1/runs/{run_id}`` is 404. 409 while it is pending, running
     or suspended: terminate it first."""
     async with _serialized(run_id):
         await _require(client, run_id, FINISHED, "terminate it before purging it")
         await _call(client.purge_workflow(run_id, recursive=True), run_id)
+        await catalog.remove(run_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

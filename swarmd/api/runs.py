@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import grpc
 from dapr.ext.workflow import WorkflowState, WorkflowStatus
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from swarmd.api import observability
 from swarmd.api.deps import (
+    OwnerScopeDep,
     PayloadsDep,
     ServicesDep,
     WorkflowClientDep,
@@ -22,7 +25,9 @@ from swarmd.api.deps import (
     require_token,
 )
 from swarmd.engine import names
+from swarmd.engine.catalog import Cursor, RunQuery, RunRecord, RunStatus, final_update
 from swarmd.engine.models import Progress, SwarmInput, Usage
+from swarmd.engine.spec import NAME as SWARM_NAME
 from swarmd.engine.spec import SpecRegistry, parse_spec
 from swarmd.errors import (
     RunConflict,
@@ -32,9 +37,6 @@ from swarmd.errors import (
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], dependencies=[Depends(require_token)])
 
-RunStatus = Literal[
-    "pending", "running", "completed", "failed", "terminated", "suspended", "unknown"
-]
 _STATUS: dict[WorkflowStatus, RunStatus] = {
     WorkflowStatus.PENDING: "pending",
     WorkflowStatus.RUNNING: "running",
@@ -185,6 +187,7 @@ async def start_run(body: StartRun, services: ServicesDep, response: Response) -
         if existing is not None:
             return _existing(existing, wf_name, inp, response)
     traced = await observability.run_starting(services.tracker, inp)  # its trace; the run index
+    await services.catalog.add(run_id, inp.spec.name, inp.user)  # listed from now on
     try:
         await client.schedule_new_workflow(wf_name, input=traced, instance_id=run_id)
     except grpc.RpcError as exc:  # lost a race with an identical concurrent start
@@ -237,3 +240,94 @@ async def get_run(run_id: str, client: WorkflowClientDep, payloads: PayloadsDep)
         # large agent answers travelled by reference: show the real text
         result.output = await payloads.resolve_any(result.output)
     return result
+
+
+class RunList(BaseModel):
+    """A page of ``GET /v1/runs``: newest first."""
+
+    items: list[RunRecord]
+    next_cursor: str | None = Field(
+        description="pass as ?cursor= for the next page; null when there is nothing more. "
+        "A page may hold fewer than limit items (even none) and still have a cursor: each "
+        "request examines a bounded part of the catalog"
+    )
+
+
+def _utc(t: datetime | None) -> float | None:
+    if t is None:
+        return None
+    return (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).timestamp()
+
+
+async def _live(client: Any, recs: list[RunRecord]) -> dict[str, RunRecord | None]:
+    """Records of runs in flight with their current status, progress and usage
+    (None: no such workflow, not scheduled yet or never)."""
+    if client is None:
+        return {}
+    sem = asyncio.Semaphore(16)
+
+    async def one(rec: RunRecord) -> RunRecord | None:
+        async with sem:
+            st = await read_state(client, rec.run_id, payloads=True)
+        if st is None:
+            return None
+        if st.runtime_status in (
+            WorkflowStatus.COMPLETED,
+            WorkflowStatus.FAILED,
+            WorkflowStatus.TERMINATED,
+        ):
+            return rec.model_copy(update=final_update(st))
+        v = view(st)
+        return rec.model_copy(
+            update={
+                "status": v.status,
+                "progress": v.progress,
+                "usage": v.usage if v.usage is not None else rec.usage,
+            }
+        )
+
+    fresh = await asyncio.gather(*(one(r) for r in recs))
+    return {r.run_id: f for r, f in zip(recs, fresh, strict=True)}
+
+
+@router.get("", response_model=RunList)
+async def list_runs(
+    services: ServicesDep,
+    owner: OwnerScopeDep,
+    status_: Annotated[
+        list[RunStatus] | None,
+        Query(alias="status", description="only runs in these statuses (repeat for several)"),
+    ] = None,
+    swarm: Annotated[
+        str | None, Query(pattern=SWARM_NAME, description="only runs of this swarm")
+    ] = None,
+    user: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="only runs of this input.user")
+    ] = None,
+    started_after: Annotated[
+        datetime | None, Query(description="only runs started at or after (ISO 8601; UTC if naive)")
+    ] = None,
+    started_before: Annotated[
+        datetime | None, Query(description="only runs started before (ISO 8601; UTC if naive)")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="at most this many items")] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=1000, description="next_cursor of the previous page")
+    ] = None,
+) -> RunList:
+    """Runs newest first, each with its status, progress summary, usage and cost, from
+    the durable run catalog (ended runs too, until purged). Runs in flight show their
+    live status and progress."""
+    q = RunQuery(
+        status=frozenset(status_ or ()),
+        swarm=swarm,
+        user=user,
+        owner=owner,
+        started_after=_utc(started_after),
+        started_before=_utc(started_before),
+        limit=limit,
+        cursor=Cursor.decode(cursor) if cursor else None,
+    )
+    client = services.workflows  # None before the worker is up: stored records only
+    items, nxt = await services.catalog.scan(q, lambda recs: _live(client, recs))
+    return RunList(items=items, next_cursor=nxt.encode() if nxt else None)

@@ -34,6 +34,7 @@ from swarmd.agents.store import UserStore
 from swarmd.api.deps import Services
 from swarmd.compose.worker import build_worker, sdk_logger_options
 from swarmd.config import Settings
+from swarmd.engine.catalog import AgentCatalog, RunCatalog
 from swarmd.engine.locks import LockManager
 from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.registry import OwnerRegistry
@@ -155,12 +156,17 @@ async def open_services(
     """The API's services for as long as the block runs (see the module docstring).
     ``start_worker=False``: the API alone, without a sidecar (docs, schema, tests)."""
     state = StateStore(settings)
+    tracker = RunTracker(settings, metrics, tracer, owner_id(settings))
+    catalog = RunCatalog(tracker.state, settings.catalog_page_size)
+    tracker.end_hooks.append(catalog.end_hook)  # a run's end lands in its catalog record
     services = Services(
         settings=settings,
         specs=SpecRegistry.for_settings(settings.specs_dir),
         payloads=PayloadStore(state, settings.payload_ref_bytes),
         metrics=metrics,
-        tracker=RunTracker(settings, metrics, tracer, owner_id(settings)),
+        tracker=tracker,
+        catalog=catalog,
+        agent_catalog=AgentCatalog(tracker.state, settings.catalog_page_size),
         agent_baseline=load_baseline(settings.agent_baseline),
         agent_templates=load_templates(settings.agent_templates_dir),
     )

@@ -42,6 +42,8 @@ import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+#: ``{"api_url": ...}`` of a started stack, in its data dir (read by the CLI client)
+STACK_FILE = "stack.json"
 APP_ID = "swarmd"
 
 
@@ -256,6 +258,8 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+        # where clients find this stack (`swarmd runs ...`); the token stays in secrets/
+        (self.data_dir / STACK_FILE).write_text(json.dumps({"api_url": self.api_url}) + "\n")
 
     def start_redis(self) -> Proc:
         """Redis for the lock store: loopback only, no persistence (locks are ephemeral)."""
@@ -565,6 +569,7 @@ class Stack:
 
     # -- stop ------------------------------------------------------------
     def stop(self) -> None:
+        (self.data_dir / STACK_FILE).unlink(missing_ok=True)
         for proc in reversed(list(self.procs.values())):
             if proc.popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

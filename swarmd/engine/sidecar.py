@@ -72,6 +72,21 @@ class Sidecar:
             raise DependencyUnavailable(f"state get {key!r}: {r.status_code} {r.text[:200]}")
         return Item(r.json(), r.headers.get("etag"))
 
+    async def get_many(self, keys: list[str]) -> dict[str, Any]:
+        """Values of ``keys`` in one bulk request (absent keys are left out)."""
+        r = await self._request(
+            "POST", self._state_path() + "/bulk", json={"keys": keys, "parallelism": 8}
+        )
+        if r.status_code >= 300:
+            raise DependencyUnavailable(f"state bulk get: {r.status_code} {r.text[:200]}")
+        out: dict[str, Any] = {}
+        for item in r.json() or []:
+            if item.get("error"):
+                raise DependencyUnavailable(f"state bulk get {item.get('key')!r}: {item['error']}")
+            if item.get("data") is not None:
+                out[str(item["key"])] = item["data"]
+        return out
+
     async def save(
         self,
         key: str,
