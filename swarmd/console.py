@@ -63,17 +63,23 @@ def add_commands(sub: Any) -> None:
     runs = sub.add_parser("runs", help="start, list, watch and steer runs").add_subparsers(
         dest="action", required=True
     )
-    p = runs.add_parser("start", parents=[common], help="start a run of a swarm")
-    p.add_argument("swarm", help="swarm name, e.g. scatter_gather")
+
+    def cmd(subs: Any, name: str, help_: str, fn: Any, *positional: str) -> Any:
+        p = subs.add_parser(name, parents=[common], help=help_)
+        for a in positional:
+            p.add_argument(a)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = cmd(runs, "start", "start a run of a swarm", runs_start, "swarm")
     p.add_argument("--task", required=True, help="what the swarm should do")
     p.add_argument("--agents", type=int, help="scatter_gather: how many agents")
     p.add_argument("--user", help="end user id (input.user)")
     p.add_argument("--max-parallel", type=int, help="override limits.max_parallel")
     p.add_argument("--run-id", help="client-chosen id (idempotent start)")
     p.add_argument("--follow", "-f", action="store_true", help="show live progress until it ends")
-    p.set_defaults(fn=runs_start)
 
-    p = runs.add_parser("list", parents=[common], help="list runs, newest first")
+    p = cmd(runs, "list", "list runs, newest first", runs_list)
     p.add_argument("--status", action="append", choices=STATUSES, help="repeat for several")
     p.add_argument("--swarm")
     p.add_argument("--user")
@@ -81,56 +87,30 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--until", help="started before (ISO 8601)")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--cursor", help="next_cursor of a previous page")
-    p.set_defaults(fn=runs_list)
 
-    p = runs.add_parser("get", parents=[common], help="a run's status, progress and answer")
-    p.add_argument("run_id")
-    p.set_defaults(fn=runs_get)
-
-    p = runs.add_parser("watch", parents=[common], help="live progress of a run until it ends")
-    p.add_argument("run_id")
-    p.set_defaults(fn=runs_watch)
-
-    p = runs.add_parser("approve", parents=[common], help="release a run's approval gate")
-    p.add_argument("run_id")
+    cmd(runs, "get", "a run's status, progress and answer", runs_get, "run_id")
+    cmd(runs, "watch", "live progress of a run until it ends", runs_watch, "run_id")
+    p = cmd(runs, "approve", "release a run's approval gate", runs_approve, "run_id")
     p.add_argument("--reject", action="store_true", help="answer not approved")
-    p.set_defaults(fn=runs_approve)
-
-    for name, help_ in (
-        ("pause", "suspend a run"),
-        ("resume", "resume a suspended run"),
-        ("terminate", "stop a run and its agents"),
-        ("purge", "delete a finished run and its history"),
-    ):
-        p = runs.add_parser(name, parents=[common], help=help_)
-        p.add_argument("run_id")
-        if name == "terminate":
-            p.add_argument("--reason", help="recorded as the run's output")
-        p.set_defaults(fn=runs_control)
+    cmd(runs, "pause", "suspend a run", runs_control, "run_id")
+    cmd(runs, "resume", "resume a suspended run", runs_control, "run_id")
+    p = cmd(runs, "terminate", "stop a run and its agents", runs_control, "run_id")
+    p.add_argument("--reason", help="recorded as the run's output")
+    cmd(runs, "purge", "delete a finished run and its history", runs_control, "run_id")
 
     agents = sub.add_parser("agents", help="per-user agents").add_subparsers(
         dest="action", required=True
     )
-    p = agents.add_parser("list", parents=[common], help="provisioned agents, newest first")
+    p = cmd(agents, "list", "provisioned agents, newest first", agents_list)
     p.add_argument("--template")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--cursor")
-    p.set_defaults(fn=agents_list)
-    p = agents.add_parser("get", parents=[common], help="one user's agent")
-    p.add_argument("user")
-    p.set_defaults(fn=agents_get)
-    p = agents.add_parser("provision", parents=[common], help="provision a user's agent")
-    p.add_argument("user")
+    cmd(agents, "get", "one user's agent", agents_get, "user")
+    p = cmd(agents, "provision", "provision a user's agent", agents_provision, "user")
     p.add_argument("--template", required=True, help="analyst, engineer or manager")
-    p.set_defaults(fn=agents_provision)
-    p = agents.add_parser("message", parents=[common], help="message a user's agent")
-    p.add_argument("user")
-    p.add_argument("text")
+    p = cmd(agents, "message", "message a user's agent", agents_message, "user", "text")
     p.add_argument("--wait", type=float, default=60, help="seconds to wait for the reply")
-    p.set_defaults(fn=agents_message)
-    p = agents.add_parser("deprovision", parents=[common], help="remove a user's agent entirely")
-    p.add_argument("user")
-    p.set_defaults(fn=agents_deprovision)
+    cmd(agents, "deprovision", "remove a user's agent entirely", agents_deprovision, "user")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -275,7 +255,12 @@ def runs_list(c: Client, args: argparse.Namespace) -> int:
             r.get("user") or "-",
             _when(r.get("created_at")),
         )
-    out.print(t)
+    return _page(t, page)
+
+
+def _page(table: Table, page: dict[str, Any]) -> int:
+    """Print a list's table, and how to get its next page."""
+    out.print(table)
     if page.get("next_cursor"):
         err.print(f"more: --cursor {page['next_cursor']}", highlight=False)
     return OK
@@ -376,10 +361,7 @@ def agents_list(c: Client, args: argparse.Namespace) -> int:
             str(a["usage_total"]["tokens"]),
             _when(a.get("created_at")),
         )
-    out.print(t)
-    if page.get("next_cursor"):
-        err.print(f"more: --cursor {page['next_cursor']}", highlight=False)
-    return OK
+    return _page(t, page)
 
 
 def agents_get(c: Client, args: argparse.Namespace) -> int:

@@ -46,6 +46,8 @@ from swarmd.agents.store import (
 from swarmd.api.deps import (
     AgentCatalogDep,
     OwnerScopeDep,
+    PageCursor,
+    PageLimit,
     ServicesDep,
     SettingsDep,
     get_users,
@@ -54,7 +56,7 @@ from swarmd.api.deps import (
     require_token,
 )
 from swarmd.engine import names
-from swarmd.engine.catalog import AgentQuery, Cursor
+from swarmd.engine.catalog import AgentQuery, decode_cursor
 from swarmd.errors import (
     AgentNotFound,
     DependencyUnavailable,
@@ -216,10 +218,8 @@ async def list_agents(
     template: Annotated[
         str | None, Query(pattern=NAME_RE, description="only agents from this template")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=200, description="at most this many items")] = 50,
-    cursor: Annotated[
-        str | None, Query(max_length=1000, description="next_cursor of the previous page")
-    ] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> AgentList:
     """Provisioned agents newest first, each with its workflow status, message count and
     usage, from the durable agent catalog."""
@@ -227,7 +227,7 @@ async def list_agents(
         template=template,
         owner=owner,
         limit=limit,
-        cursor=Cursor.decode(cursor) if cursor else None,
+        cursor=decode_cursor(cursor),
     )
     entries, nxt = await catalog.scan(q)
     users = [str(e["id"]) for e in entries]

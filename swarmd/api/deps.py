@@ -29,7 +29,7 @@ from typing import Annotated, Any, TypeVar
 import grpc
 from dapr.ext.workflow import WorkflowState
 from dapr.ext.workflow.aio import DaprWorkflowClient
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from swarmd.agents.config import Baseline, Template
@@ -140,6 +140,11 @@ def owner_scope() -> str | None:
 
 
 OwnerScopeDep = Annotated[str | None, Depends(owner_scope)]
+#: the paging parameters of every list (GET /v1/runs, GET /v1/agents)
+PageLimit = Annotated[int, Query(ge=1, le=200, description="at most this many items")]
+PageCursor = Annotated[
+    str | None, Query(max_length=1000, description="next_cursor of the previous page")
+]
 
 
 async def read_state(

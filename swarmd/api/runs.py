@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from swarmd.api import observability
 from swarmd.api.deps import (
     OwnerScopeDep,
+    PageCursor,
+    PageLimit,
     PayloadsDep,
     ServicesDep,
     WorkflowClientDep,
@@ -25,7 +27,7 @@ from swarmd.api.deps import (
     require_token,
 )
 from swarmd.engine import names
-from swarmd.engine.catalog import Cursor, RunQuery, RunRecord, RunStatus, final_update
+from swarmd.engine.catalog import RunQuery, RunRecord, RunStatus, decode_cursor, final_update
 from swarmd.engine.models import Progress, SwarmInput, Usage
 from swarmd.engine.spec import NAME as SWARM_NAME
 from swarmd.engine.spec import SpecRegistry, parse_spec
@@ -310,10 +312,8 @@ async def list_runs(
     started_before: Annotated[
         datetime | None, Query(description="only runs started before (ISO 8601; UTC if naive)")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=200, description="at most this many items")] = 50,
-    cursor: Annotated[
-        str | None, Query(max_length=1000, description="next_cursor of the previous page")
-    ] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> RunList:
     """Runs newest first, each with its status, progress summary, usage and cost, from
     the durable run catalog (ended runs too, until purged). Runs in flight show their
@@ -326,7 +326,7 @@ async def list_runs(
         started_after=_utc(started_after),
         started_before=_utc(started_before),
         limit=limit,
-        cursor=Cursor.decode(cursor) if cursor else None,
+        cursor=decode_cursor(cursor),
     )
     client = services.workflows  # None before the worker is up: stored records only
     items, nxt = await services.catalog.scan(q, lambda recs: _live(client, recs))

@@ -212,6 +212,10 @@ class Cursor(BaseModel):
             ) from exc
 
 
+def decode_cursor(text: str | None) -> Cursor | None:
+    return Cursor.decode(text) if text else None
+
+
 class RunQuery(BaseModel):
     """Filters of a run list. ``owner`` is not a query parameter: the API sets it from
     the caller's identity (None: the caller may see every run)."""

@@ -27,22 +27,24 @@ def start(api: httpx.Client, user: str, swarm: str = "scatter_gather", **inp: An
     return run_id
 
 
-def listing(api: httpx.Client, **params: Any) -> dict[str, Any]:
-    r = api.get("/v1/runs", params=params)
+def listing(api: httpx.Client, path: str = "/v1/runs", **params: Any) -> dict[str, Any]:
+    r = api.get(path, params=params)
     assert r.status_code == 200, r.text
     page: dict[str, Any] = r.json()
     return page
 
 
-def all_pages(api: httpx.Client, **params: Any) -> list[list[dict[str, Any]]]:
+def all_pages(
+    api: httpx.Client, path: str = "/v1/runs", **params: Any
+) -> list[list[dict[str, Any]]]:
     pages, cursor = [], None
     while True:
-        page = listing(api, **params, **({"cursor": cursor} if cursor else {}))
+        page = listing(api, path, **params, **({"cursor": cursor} if cursor else {}))
         pages.append(page["items"])
         cursor = page["next_cursor"]
         if cursor is None:
             return pages
-        assert len(pages) < 50, "pagination never ended"
+        assert len(pages) < 500, "pagination never ended"
 
 
 def recorded(stack: Stack, run_id: str) -> dict[str, Any] | None:
@@ -166,7 +168,7 @@ def test_lists_agents_newest_first_with_usage_and_drops_deprovisioned(
 
     def mine() -> list[dict[str, Any]]:
         out = []
-        for page in all_agent_pages(api, limit=2):
+        for page in all_pages(api, "/v1/agents", limit=2):
             out += [i for i in page if i["user_id"].startswith(f"t-alist-{tag}")]
         return out
 
@@ -176,27 +178,9 @@ def test_lists_agents_newest_first_with_usage_and_drops_deprovisioned(
     assert first["messages"] == 1 and first["usage_total"]["tokens"] > 0
     assert first["usage_today"]["messages"] == 1 and first["status"] == "running"
     assert all(i["template"] == "analyst" for i in items)
-    assert listing_agents(api, template="no-such-template")["items"] == []
+    assert listing(api, "/v1/agents", template="no-such-template")["items"] == []
 
     assert api.delete(f"/v1/agents/{users[1]}").json()["clean"] is True
     assert users[1] not in [i["user_id"] for i in mine()]
     for u in users:
         api.delete(f"/v1/agents/{u}")
-
-
-def listing_agents(api: httpx.Client, **params: Any) -> dict[str, Any]:
-    r = api.get("/v1/agents", params=params)
-    assert r.status_code == 200, r.text
-    page: dict[str, Any] = r.json()
-    return page
-
-
-def all_agent_pages(api: httpx.Client, **params: Any) -> list[list[dict[str, Any]]]:
-    pages, cursor = [], None
-    while True:
-        page = listing_agents(api, **params, **({"cursor": cursor} if cursor else {}))
-        pages.append(page["items"])
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return pages
-        assert len(pages) < 500, "pagination never ended"
