@@ -7,12 +7,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup venv dapr redis chart-tools run demo up test test-fast test-chart lint fmt bench clean
+.PHONY: help setup venv dapr redis chromium chart-tools run demo up test test-fast test-chart lint fmt bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-setup: venv dapr redis ## install Python deps, build/reuse the Dapr runtime, install Redis
+setup: venv dapr redis chromium ## Python deps, the Dapr runtime, Redis, Chromium (viewer tests)
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
@@ -26,6 +26,9 @@ dapr: ## build (or reuse) daprd, placement, scheduler and the dapr CLI
 
 redis: ## install redis-server (the lock store) if missing
 	bash scripts/setup_redis.sh
+
+chromium: ## install Debian's chromium for the viewer's browser tests (tests/ui)
+	bash scripts/setup_chromium.sh
 
 chart-tools: venv ## helm, helm-unittest, Kubernetes/KEDA schemas for the chart tests
 	bash scripts/setup_chart_tools.sh

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     lock_store: str = "lockstore"
     dapr_http_port: int = Field(3500, validation_alias="DAPR_HTTP_PORT")
     dapr_grpc_port: int = Field(50001, validation_alias="DAPR_GRPC_PORT")
+    dapr_api_token: SecretStr | None = Field(
+        None, validation_alias="DAPR_API_TOKEN", description="daprd's API token, when it has one"
+    )
 
     # -- Lock owner registry (what this process holds; the watchdog reclaims it on death)
     pod_name: str | None = Field(

@@ -81,6 +81,13 @@ class AgentNotFound(RequestError):
     code = "agent_not_found"
 
 
+class RunEntryNotFound(RequestError):
+    """A run exists but has no agent or step with that id (its timeline)."""
+
+    status_code = 404
+    code = "run_entry_not_found"
+
+
 class RunConflict(RequestError):
     status_code = 409
     code = "run_conflict"

@@ -13,8 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from swarmd import __version__
-from swarmd.api import agents, locks, observability, run_control, runs
+from swarmd import __version__, ui
+from swarmd.api import agents, locks, observability, run_agents, run_control, runs
 from swarmd.api.deps import Services, ServicesDep
 from swarmd.config import Settings
 from swarmd.errors import PayloadTooLarge, SwarmdError
@@ -147,6 +147,7 @@ def create_app(
     app.include_router(runs.router)
     app.include_router(locks.router)
     app.include_router(run_control.router)
+    app.include_router(run_agents.router)
     app.include_router(agents.router)
     app.include_router(observability.router)
     app.add_api_route(
@@ -156,6 +157,7 @@ def create_app(
         tags=["health"],
         include_in_schema=True,
     )
+    ui.mount(app)  # the run viewer at /ui
     return app
 
 

@@ -36,6 +36,7 @@ from swarmd.agents.config import Baseline, Template
 from swarmd.agents.store import UserStore
 from swarmd.config import Settings
 from swarmd.engine.catalog import AgentCatalog, RunCatalog
+from swarmd.engine.history import HistoryReader
 from swarmd.engine.locks import LockManager
 from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.spec import SpecRegistry
@@ -63,6 +64,8 @@ class Services:
     agent_catalog: AgentCatalog
     agent_baseline: Baseline
     agent_templates: dict[str, Template]
+    #: workflow histories (the run viewer's timeline); connects on first use
+    history: HistoryReader
     # -- set when the worker is up
     workflows: DaprWorkflowClient | None = None
     locks: LockManager | None = None
@@ -115,6 +118,7 @@ MetricsDep = Annotated[Metrics, _service("metrics")]
 TrackerDep = Annotated[RunTracker, _service("tracker")]
 CatalogDep = Annotated[RunCatalog, _service("catalog")]
 AgentCatalogDep = Annotated[AgentCatalog, _service("agent_catalog")]
+HistoryDep = Annotated[HistoryReader, _service("history")]
 WorkflowClientDep = Annotated[DaprWorkflowClient, Depends(get_wf_client)]
 LocksDep = Annotated[LockManager, Depends(get_locks)]
 UserStoreDep = Annotated[UserStore, Depends(get_users)]

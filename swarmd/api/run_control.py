@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 import grpc
 from dapr.ext.workflow import WorkflowState, WorkflowStatus
 from dapr.ext.workflow.aio import DaprWorkflowClient
-from fastapi import APIRouter, Body, Depends, Path, Response, status
+from fastapi import APIRouter, Body, Depends, Header, Path, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -312,12 +312,28 @@ _STREAM_DOC = """Server-sent events (``text/event-stream``):
 * ``event: error`` (``data``: ``{"code", "message"}``) if the run disappears
   (purged) or the sidecar stays unreachable, then the stream closes.
 
-Each event has an increasing ``id``.
+Every event carries an ``id``: the run's state version (its last update time in
+microseconds), the same on every connection and increasing. Each event is a
+complete view of the run, so the latest one holds everything the earlier ones
+did. A client that reconnects with the ``Last-Event-ID`` header of the last event
+it received gets only what is newer: the current view at once if the run changed
+while it was away (its ``end`` if the run finished), else nothing until the next
+change. A reconnect after the ``end`` event answers 204 (no more events), which
+also tells a browser's ``EventSource`` to stop reconnecting.
 """
 
+#: ``Last-Event-ID``: an id this stream sent
+EVENT_ID = r"^[0-9]{1,20}$"
 
-def _sse(event: str, data: str, seq: int) -> str:
-    return f"id: {seq}\nevent: {event}\ndata: {data}\n\n"
+
+def _sse(event: str, data: str, eid: int) -> str:
+    return f"id: {eid}\nevent: {event}\ndata: {data}\n\n"
+
+
+def event_id(state: WorkflowState) -> int:
+    """The state's version: its last update time in microseconds (0 if unknown)."""
+    t = state.last_updated_at
+    return int(t.timestamp() * 1_000_000) if t is not None else 0
 
 
 def _fingerprint(v: RunView) -> str:
@@ -327,9 +343,14 @@ def _fingerprint(v: RunView) -> str:
 
 
 async def _events(
-    client: DaprWorkflowClient, run_id: str, poll_s: float, keepalive_s: float
+    client: DaprWorkflowClient,
+    run_id: str,
+    poll_s: float,
+    keepalive_s: float,
+    after: int = 0,
 ) -> AsyncIterator[str]:
-    seq = 0
+    """The run's events newer than id ``after`` (0: all, starting with the current view)."""
+    seen = after
     last: str | None = None
     last_write = time.monotonic()
     failures = 0
@@ -339,22 +360,25 @@ async def _events(
         except grpc.RpcError as exc:
             failures += 1
             if failures >= STREAM_MAX_FAILURES:
-                yield _sse("error", json.dumps(_map_rpc(exc, run_id).to_dict()), seq + 1)
+                yield _sse("error", json.dumps(_map_rpc(exc, run_id).to_dict()), seen + 1)
                 return
         else:
             failures = 0
             if state is None:
                 gone = RunNotFound(f"run {run_id!r} no longer exists (purged?)", field="run_id")
-                yield _sse("error", json.dumps(gone.to_dict()), seq + 1)
+                yield _sse("error", json.dumps(gone.to_dict()), seen + 1)
                 return
             v = view(state)
+            eid = event_id(state)
             if state.runtime_status in FINISHED:
-                yield _sse("end", v.model_dump_json(), seq + 1)
+                yield _sse("end", v.model_dump_json(), max(eid, seen + 1))
                 return
             fp = _fingerprint(v)
-            if fp != last:
-                last, seq, last_write = fp, seq + 1, time.monotonic()
-                yield _sse("progress", v.model_dump_json(), seq)
+            if eid > seen and fp != last:
+                last, seen, last_write = fp, eid, time.monotonic()
+                yield _sse("progress", v.model_dump_json(), eid)
+            elif last is None:
+                last = fp  # resumed: the client has this view already
         if time.monotonic() - last_write >= keepalive_s:
             last_write = time.monotonic()
             yield ": keep-alive\n\n"
@@ -368,16 +392,31 @@ async def _events(
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "The event stream"},
-        **_errors(401, 404, 503),
+        204: {"description": "Resumed after the run's end event: nothing more will come"},
+        **_errors(401, 404, 422, 503),
     },
 )
 async def stream_run(
-    run_id: RunId, client: WorkflowClientDep, settings: SettingsDep
-) -> StreamingResponse:
-    if await _read(client, run_id, payloads=False) is None:
+    run_id: RunId,
+    client: WorkflowClientDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            pattern=EVENT_ID,
+            description="id of the last event received: resume after it",
+        ),
+    ] = None,
+) -> Response:
+    state = await _read(client, run_id, payloads=False)
+    if state is None:
         raise _not_found(run_id)
+    after = int(last_event_id) if last_event_id else 0
+    if after and state.runtime_status in FINISHED and after >= event_id(state):
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
     return StreamingResponse(
-        _events(client, run_id, settings.sse_poll_s, settings.sse_keepalive_s),
+        _events(client, run_id, settings.sse_poll_s, settings.sse_keepalive_s, after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

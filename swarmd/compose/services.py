@@ -35,6 +35,7 @@ from swarmd.api.deps import Services
 from swarmd.compose.worker import build_worker, sdk_logger_options
 from swarmd.config import Settings
 from swarmd.engine.catalog import AgentCatalog, RunCatalog
+from swarmd.engine.history import HistoryReader
 from swarmd.engine.locks import LockManager
 from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.registry import OwnerRegistry
@@ -169,12 +170,17 @@ async def open_services(
         agent_catalog=AgentCatalog(tracker.state, settings.catalog_page_size),
         agent_baseline=load_baseline(settings.agent_baseline),
         agent_templates=load_templates(settings.agent_templates_dir),
+        history=HistoryReader(
+            settings.dapr_grpc_port,
+            settings.dapr_api_token.get_secret_value() if settings.dapr_api_token else None,
+        ),
     )
     if not start_worker:
         try:
             yield services
         finally:
             await services.tracker.close()
+            await services.history.close()
             await state.close()
         return
     worker = _Worker(settings, state, services)
@@ -190,4 +196,5 @@ async def open_services(
                 await task
         await worker.stop()
         await services.tracker.close()
+        await services.history.close()
         await state.close()
