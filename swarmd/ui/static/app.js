@@ -5,7 +5,7 @@
 //   #/agents/<user>   one user's agent: inbox, replies, schedules, usage
 
 import { setToken, token, whenUnauthorized } from "./api.js";
-import { clear } from "./dom.js";
+import { clear, h } from "./dom.js";
 import { resetTicks } from "./ticker.js";
 import { toast } from "./ui.js";
 import { runsPage } from "./pages/runs.js";
@@ -32,7 +32,13 @@ function route() {
   for (const a of document.querySelectorAll("[data-nav]")) {
     a.classList.toggle("active", a.dataset.nav === section);
   }
-  if (!token()) askToken();
+  if (!token()) {
+    // nothing is fetched without a token: the page opens once one is pasted
+    view.append(h("section", { class: "card" }, h("h1", {}, "Paste the API token to continue"),
+      h("p", { class: "muted" }, "Use the Token button at the top right.")));
+    askToken();
+    return;
+  }
   let page;
   if (section === "runs" && parts[1]) page = runPage(view, parts[1]);
   else if (section === "agents" && parts[1]) page = agentPage(view, parts[1]);

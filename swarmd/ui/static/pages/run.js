@@ -39,14 +39,16 @@ export function runPage(view, runId) {
     return [h("div", { class: "stat" }, h("span", { class: "stat-label" }, label), v), v];
   };
   const [sTok, vTok] = stat("Tokens", "run-tokens");
+  const [sIo, vIo] = stat("In / out", "run-io");
   const [sCalls, vCalls] = stat("LLM calls", "run-calls");
   const [sCost, vCost] = stat("Cost", "run-cost");
   const [sStart, vStart] = stat("Started", "run-started");
   const [sDur, vDur] = stat("Duration", "run-duration");
   const [sSwarm, vSwarm] = stat("Swarm", "run-swarm");
-  const note = h("div", { class: "run-note", id: "run-note" });
+  const note = h("div", { class: "run-note", id: "run-note", hidden: true });
 
-  const btn = (label, cls, onclick, id) => h("button", { type: "button", class: cls, onclick, id }, label);
+  // disabled until the first view says what the run's status allows
+  const btn = (label, cls, onclick, id) => h("button", { type: "button", class: cls, onclick, id, disabled: true }, label);
   const bApprove = btn("Approve", "primary", () => act("approve"), "act-approve");
   const bPause = btn("Pause", "", () => act("pause"), "act-pause");
   const bResume = btn("Resume", "", () => act("resume"), "act-resume");
@@ -60,7 +62,7 @@ export function runPage(view, runId) {
       h("span", { class: "spacer" }),
       h("div", { class: "actions" }, bApprove, bPause, bResume, bTerminate, bPurge)),
     h("div", { class: "progress-row" }, progress),
-    h("div", { class: "stats" }, sSwarm, sTok, sCalls, sCost, sStart, sDur),
+    h("div", { class: "stats" }, sSwarm, sTok, sIo, sCalls, sCost, sStart, sDur),
     note));
 
   // -- answer -------------------------------------------------------------
@@ -129,7 +131,7 @@ export function runPage(view, runId) {
       el.className = "vrow tl-row queued";
       setText(name, e.name);
       setBadge(st, "queued");
-      track.firstChild.style.width = "0";
+      track.firstChild.className = "tl-bar none";
       for (const c of [turns, retries, tok, cost, took]) setText(c, "");
       return;
     }
@@ -172,11 +174,11 @@ export function runPage(view, runId) {
     if (!tl) return;
     const agents = tl.entries.filter((e) => e.kind === "agent");
     const count = (st) => agents.filter((e) => e.status === st).length;
-    const parts = [`${agents.length} agents`];
+    const parts = [`${agents.length} agent${agents.length === 1 ? "" : "s"}`];
     for (const st of ["running", "answered", "max_turns", "failed"]) if (count(st)) parts.push(`${count(st)} ${st}`);
     if (tl.queued) parts.push(`${tl.queued} queued`);
     const steps = tl.entries.length - agents.length;
-    if (steps) parts.push(`${steps} steps`);
+    if (steps) parts.push(`${steps} step${steps === 1 ? "" : "s"}`);
     parts.push(`${fmt.tokens(tl.usage)} tokens`);
     setText(tlSummary, parts.join(" · "));
   }
@@ -254,7 +256,8 @@ export function runPage(view, runId) {
     setBar(progress, total ? done / total : run.status === "completed" ? 1 : 0,
       total ? `${done} of ${total} agents done` : p.phase || run.status);
     const u = run.usage || p.usage;
-    setText(vTok, u ? `${fmt.tokens(u)} (${fmt.num(u.prompt_tokens)} in · ${fmt.num(u.completion_tokens)} out)` : "0");
+    setText(vTok, fmt.tokens(u));
+    setText(vIo, u ? `${fmt.num(u.prompt_tokens)} / ${fmt.num(u.completion_tokens)}` : "");
     setText(vCalls, u ? fmt.num(u.calls) : "0");
     setText(vCost, fmt.cost(u));
     setText(vSwarm, run.swarm || "");

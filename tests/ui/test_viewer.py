@@ -1,0 +1,170 @@
+"""The run viewer in real headless Chromium against the real stack: the runs list,
+a run's timeline, approving a gated run, live progress, and a big run's page.
+Screenshots of each page land in test-artifacts/ui/."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from swarmd.devstack.launcher import Stack
+from tests.conftest import wait_run, wait_until
+from tests.integration.test_run_control import get, slow_models, start
+from tests.ui.conftest import login, shot
+
+pytestmark = pytest.mark.integration
+
+
+def fmt_int(n: int) -> str:
+    return f"{n:,}"
+
+
+def tokens(u: dict[str, Any]) -> int:
+    return int(u["prompt_tokens"]) + int(u["completion_tokens"])
+
+
+def timeline_names(page: Page) -> dict[str, str]:
+    """name -> tokens cell of every row, scrolling the virtualised list through."""
+    seen: dict[str, str] = {}
+    vlist = page.locator("#timeline .vlist")
+    height = vlist.evaluate("el => el.scrollHeight")
+    top = 0
+    while True:
+        vlist.evaluate(f"el => {{ el.scrollTop = {top}; el.dispatchEvent(new Event('scroll')); }}")
+        for row in page.locator("#timeline .vrow:not([hidden])").all():
+            cells = row.locator("span").all_inner_texts()
+            seen[cells[0]] = cells[-3]  # name ... tokens, cost, took
+        top += 300
+        if top > height:
+            return seen
+
+
+def test_list_shows_a_finished_20_agent_run_and_its_page_shows_20_agents_with_tokens(
+    page: Page, stack: Stack, api: httpx.Client
+) -> None:
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    run_id = start(
+        api, "Write a launch plan in twenty parts", agents=20, max_parallel=8, user="t-ui20"
+    )
+    view = wait_run(api, run_id)
+    assert view["status"] == "completed", view
+
+    login(page, stack, "#/runs?user=t-ui20")
+    row = page.locator(f'#runs-body tr[data-run="{run_id}"]')
+    expect(row).to_be_visible()
+    expect(row.locator(".badge")).to_have_text("completed")
+    expect(row.locator(".bar-label")).to_contain_text("20/20")
+    expect(row.locator('[data-field="tokens"]')).to_have_text(fmt_int(tokens(view["usage"])))
+    expect(row.locator('[data-field="cost"]')).to_have_text(re.compile(r"^\$"))
+    shot(page, "runs-list")
+
+    row.locator("a").click()
+    expect(page).to_have_url(re.compile(f"#/runs/{run_id}$"))
+    summary = page.locator("#timeline-summary")
+    expect(summary).to_contain_text("20 agents")
+    expect(summary).to_contain_text("20 answered")
+    expect(page.locator("#run-progress")).to_contain_text("20 of 20 agents done")
+    expect(page.locator("#run-tokens")).to_contain_text(fmt_int(tokens(view["usage"])))
+    expect(page.locator("#run-answer pre")).to_contain_text(view["output"]["answer"][:40])
+    names = timeline_names(page)
+    agents = {n: t for n, t in names.items() if n.startswith("agent-")}
+    assert sorted(agents) == sorted(f"agent-{i}" for i in range(1, 21)), names
+    for name, cell in agents.items():
+        assert int(cell.replace(",", "")) > 0, (name, cell)
+    by_agent = {r["agent"]: tokens(r["usage"]) for r in view["output"]["agent_results"]}
+    assert {n: int(t.replace(",", "")) for n, t in agents.items()} == by_agent
+
+    # an agent's output is fetched when its row is clicked
+    page.locator("#timeline .vlist").evaluate("el => { el.scrollTop = 0; }")
+    page.locator("#timeline .vrow", has_text="agent-1").first.click()
+    detail = page.locator("#agent-detail")
+    expect(detail).to_be_visible()
+    first = next(r for r in view["output"]["agent_results"] if r["agent"] == "agent-1")
+    expect(detail.locator("pre")).to_contain_text(first["content"][:30])
+    expect(page.locator("#stream-state")).to_have_text("ended")
+    shot(page, "run-page")
+    assert not [u for u in requested if stack.api_token in u], "the token went into a URL"
+
+
+def test_clicking_approve_releases_a_gated_run(page: Page, stack: Stack, api: httpx.Client) -> None:
+    spec = {
+        "name": "gated-ui",
+        "pattern": "pipeline",
+        "approval": True,
+        "agents": [{"name": "writer", "role": "You write."}],
+    }
+    r = api.post("/v1/runs", json={"spec": spec, "input": {"task": "Draft the memo"}})
+    assert r.status_code == 202, r.text
+    run_id = r.json()["run_id"]
+    wait_until(
+        lambda: (get(api, run_id)["progress"] or {}).get("phase") == "awaiting_approval",
+        60,
+        "the approval gate",
+    )
+    login(page, stack, f"#/runs/{run_id}")
+    expect(page.locator("#run-phase")).to_have_text("awaiting_approval")
+    approve = page.locator("#act-approve")
+    expect(approve).to_be_enabled()
+    expect(approve).to_have_class(re.compile("attention"))
+
+    approve.click()  # cancelling the confirmation sends nothing
+    expect(page.locator("#confirm-dialog")).to_be_visible()
+    page.click("#confirm-cancel")
+    expect(page.locator("#confirm-dialog")).to_be_hidden()
+    assert get(api, run_id)["status"] == "running"
+
+    approve.click()
+    expect(page.locator("#confirm-title")).to_have_text("Approve this run?")
+    shot(page, "approve-confirm")
+    page.click("#confirm-ok")
+    expect(page.locator(".run-head .badge").first).to_have_text("completed", timeout=60_000)
+    view = wait_run(api, run_id)
+    assert view["status"] == "completed" and view["output"]["approved"] is True, view
+    expect(page.locator("#act-approve")).to_be_disabled()
+    expect(page.locator("#act-purge")).to_be_enabled()
+
+
+def test_a_live_runs_progress_advances_without_reload(
+    page: Page, stack: Stack, api: httpx.Client, model_server: httpx.Client
+) -> None:
+    slow_models(model_server, 600)
+    run_id = start(api, "Take your time", agents=6, max_parallel=1, user="t-ui-live")
+    login(page, stack, f"#/runs/{run_id}")
+    page.evaluate("window.__sameDocument = true")
+    progress = page.locator("#run-progress")
+    expect(progress).to_contain_text(re.compile(r"[0-5] of 6 agents done"), timeout=60_000)
+    before = int(progress.inner_text().split()[0])
+    expect(page.locator("#timeline-summary")).to_contain_text("running", timeout=30_000)
+    shot(page, "run-live")
+    page.wait_for_function(  # the same document, updated by the stream
+        "n => parseInt(document.querySelector('#run-progress .bar-label').textContent) > n",
+        arg=before,
+        timeout=60_000,
+    )
+    expect(page.locator(".run-head .badge").first).to_have_text("completed", timeout=120_000)
+    expect(progress).to_contain_text("6 of 6 agents done")
+    expect(page.locator("#timeline-summary")).to_contain_text("6 answered")
+    assert page.evaluate("window.__sameDocument") is True  # never reloaded
+    events = page.locator("#event-log li .ev-kind").all_inner_texts()
+    assert events[0] == "end" and events.count("progress") >= 6, events
+    assert page.evaluate("import('/ui/ticker.js').then(m => m.timerCount())") == 1
+
+
+def test_a_big_runs_page_keeps_a_window_of_rows_in_the_dom(
+    page: Page, stack: Stack, api: httpx.Client
+) -> None:
+    run_id = start(api, "Many hands", agents=200, max_parallel=50, user="t-ui-big")
+    assert wait_run(api, run_id)["status"] == "completed"
+    login(page, stack, f"#/runs/{run_id}")
+    expect(page.locator("#timeline-summary")).to_contain_text("200 agents")
+    rows = page.locator("#timeline .vrow")
+    assert rows.count() <= 40, rows.count()  # 18 in view plus overscan, not 202
+    page.locator("#timeline .vlist").evaluate("el => { el.scrollTop = el.scrollHeight; }")
+    expect(page.locator("#timeline .vrow:not([hidden])", has_text="reducer")).to_be_visible()
+    assert rows.count() <= 40, rows.count()
+    shot(page, "run-big")
