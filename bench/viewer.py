@@ -82,7 +82,10 @@ def browse(stack: Stack, run_id: str, agents: int) -> dict[str, Any]:
               const steps = Math.ceil(list.scrollHeight / list.clientHeight);
               const frame = () => new Promise(r => requestAnimationFrame(() => r()));
               const t0 = performance.now();
-              for (let i = 0; i <= steps; i++) { list.scrollTop = i * list.clientHeight; await frame(); }
+              for (let i = 0; i <= steps; i++) {
+                list.scrollTop = i * list.clientHeight;
+                await frame();
+              }
               const scroll = performance.now() - t0;
               const ticker = await import('/ui/ticker.js');
               return {
@@ -91,7 +94,8 @@ def browse(stack: Stack, run_id: str, agents: int) -> dict[str, Any]:
                 timers: ticker.timerCount(),
                 scroll_steps: steps + 1,
                 scroll_ms_per_step: +(scroll / (steps + 1)).toFixed(2),
-                js_heap_mb: performance.memory ? +(performance.memory.usedJSHeapSize / 1048576).toFixed(1) : null,
+                js_heap_mb: performance.memory
+                  ? +(performance.memory.usedJSHeapSize / 1048576).toFixed(1) : null,
               };
             }"""
         )
