@@ -11,13 +11,6 @@ set -euo pipefail
 if command -v chromium >/dev/null 2>&1; then
     exit 0
 fi
-if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
-    SUDO=sudo
-else
-    SUDO=
-fi
-echo "[setup-chromium] installing chromium (Debian package)" >&2
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core
+. "$(dirname "$0")/apt_install.sh"
+apt_install chromium chromium fonts-dejavu-core
 command -v chromium >/dev/null

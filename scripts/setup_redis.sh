@@ -10,13 +10,6 @@ set -euo pipefail
 if command -v redis-server >/dev/null 2>&1; then
     exit 0
 fi
-if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
-    SUDO=sudo
-else
-    SUDO=
-fi
-echo "[setup-redis] installing redis-server (Debian package)" >&2
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends redis-server
+. "$(dirname "$0")/apt_install.sh"
+apt_install redis redis-server
 command -v redis-server >/dev/null

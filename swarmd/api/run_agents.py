@@ -182,23 +182,14 @@ async def run_answer(
         except ValueError:
             out = None
     answer = out.get("answer") if isinstance(out, dict) else None
-    err = state.failure_details.message if state.failure_details else None
-    if not isinstance(answer, str):
-        return RunAnswer(
-            run_id=run_id,
-            status=_STATUS[state.runtime_status],
-            answer=None,
-            error=err,
-            stop_reason=out.get("stop_reason") if isinstance(out, dict) else None,
-        )
-    text = await _resolved(payloads, answer)
-    cut, truncated = _cut(text, max_chars)
+    text = await _resolved(payloads, answer) if isinstance(answer, str) else None
+    cut, truncated = _cut(text, max_chars) if text is not None else (None, False)
     return RunAnswer(
         run_id=run_id,
         status=_STATUS[state.runtime_status],
         answer=cut,
-        answer_chars=len(text),
+        answer_chars=len(text or ""),
         truncated=truncated,
-        stop_reason=out.get("stop_reason"),
-        error=err,
+        stop_reason=out.get("stop_reason") if isinstance(out, dict) else None,
+        error=state.failure_details.message if state.failure_details else None,
     )

@@ -222,21 +222,27 @@ def test_events_go_to_live_runs_and_finished_runs_refuse_them(
         assert api.post(f"/v1/runs/{run_id}/{action}").status_code == 409, action
 
 
-def test_approval_event_through_the_api_releases_the_gate(api: httpx.Client) -> None:
+def start_gated(api: httpx.Client, name: str = "gated", task: str = "Draft a memo") -> str:
+    """Start a one-agent pipeline with an approval gate; return once it waits there."""
     spec = {
-        "name": "gated",
+        "name": name,
         "pattern": "pipeline",
         "approval": True,
         "agents": [{"name": "w", "role": "You write."}],
     }
-    r = api.post("/v1/runs", json={"spec": spec, "input": {"task": "Draft a memo"}})
+    r = api.post("/v1/runs", json={"spec": spec, "input": {"task": task}})
     assert r.status_code == 202, r.text
-    run_id = r.json()["run_id"]
+    run_id: str = r.json()["run_id"]
     wait_until(
         lambda: (get(api, run_id)["progress"] or {}).get("phase") == "awaiting_approval",
         60,
         "the approval gate",
     )
+    return run_id
+
+
+def test_approval_event_through_the_api_releases_the_gate(api: httpx.Client) -> None:
+    run_id = start_gated(api)
     r = api.post(f"/v1/runs/{run_id}/events/approval", json={"approved": False, "by": "ops"})
     assert r.status_code == 202 and r.json()["previous_status"] == "running", r.text
     view = wait_run(api, run_id)

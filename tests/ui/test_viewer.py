@@ -12,8 +12,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from swarmd.devstack.launcher import Stack
-from tests.conftest import wait_run, wait_until
-from tests.integration.test_run_control import get, slow_models, start
+from tests.conftest import wait_run
+from tests.integration.test_run_control import get, slow_models, start, start_gated
 from tests.ui.conftest import login, shot
 
 pytestmark = pytest.mark.integration
@@ -43,33 +43,29 @@ def timeline_names(page: Page) -> dict[str, str]:
             return seen
 
 
-def test_list_shows_a_finished_20_agent_run_and_its_page_shows_20_agents_with_tokens(
-    page: Page, stack: Stack, api: httpx.Client
+@pytest.fixture(scope="module")
+def run20(stack: Stack) -> dict[str, Any]:
+    """A finished 20-agent scatter-gather (its final view), shared by the tests below."""
+    headers = {"Authorization": f"Bearer {stack.api_token}"}
+    with httpx.Client(base_url=stack.api_url, headers=headers, timeout=30) as api:
+        run_id = start(api, "Write a launch plan in twenty parts", 20, 8, user="t-ui20")
+        view = wait_run(api, run_id)
+    assert view["status"] == "completed", view
+    return view
+
+
+def test_a_finished_20_agent_runs_page_shows_20_agents_with_tokens(
+    page: Page, stack: Stack, run20: dict[str, Any]
 ) -> None:
     requested: list[str] = []
     page.on("request", lambda r: requested.append(r.url))
-    run_id = start(
-        api, "Write a launch plan in twenty parts", agents=20, max_parallel=8, user="t-ui20"
-    )
-    view = wait_run(api, run_id)
-    assert view["status"] == "completed", view
-
-    login(page, stack, "#/runs?user=t-ui20")
-    row = page.locator(f'#runs-body tr[data-run="{run_id}"]')
-    expect(row).to_be_visible()
-    expect(row.locator(".badge")).to_have_text("completed")
-    expect(row.locator(".bar-label")).to_contain_text("20/20")
-    expect(row.locator('[data-field="tokens"]')).to_have_text(fmt_int(tokens(view["usage"])))
-    expect(row.locator('[data-field="cost"]')).to_have_text(re.compile(r"^\$"))
-    shot(page, "runs-list")
-
-    row.locator("a").click()
-    expect(page).to_have_url(re.compile(f"#/runs/{run_id}$"))
+    view, run_id = run20, run20["run_id"]
+    login(page, stack, f"#/runs/{run_id}")
     summary = page.locator("#timeline-summary")
     expect(summary).to_contain_text("20 agents")
     expect(summary).to_contain_text("20 answered")
     expect(page.locator("#run-progress")).to_contain_text("20 of 20 agents done")
-    expect(page.locator("#run-tokens")).to_contain_text(fmt_int(tokens(view["usage"])))
+    expect(page.locator("#run-tokens")).to_have_text(fmt_int(tokens(view["usage"])))
     expect(page.locator("#run-answer pre")).to_contain_text(view["output"]["answer"][:40])
     names = timeline_names(page)
     agents = {n: t for n, t in names.items() if n.startswith("agent-")}
@@ -81,7 +77,7 @@ def test_list_shows_a_finished_20_agent_run_and_its_page_shows_20_agents_with_to
 
     # an agent's output is fetched when its row is clicked
     page.locator("#timeline .vlist").evaluate("el => { el.scrollTop = 0; }")
-    page.locator("#timeline .vrow", has_text="agent-1").first.click()
+    page.locator("#timeline .vrow .c-name").get_by_text("agent-1", exact=True).click()
     detail = page.locator("#agent-detail")
     expect(detail).to_be_visible()
     first = next(r for r in view["output"]["agent_results"] if r["agent"] == "agent-1")
@@ -92,20 +88,7 @@ def test_list_shows_a_finished_20_agent_run_and_its_page_shows_20_agents_with_to
 
 
 def test_clicking_approve_releases_a_gated_run(page: Page, stack: Stack, api: httpx.Client) -> None:
-    spec = {
-        "name": "gated-ui",
-        "pattern": "pipeline",
-        "approval": True,
-        "agents": [{"name": "writer", "role": "You write."}],
-    }
-    r = api.post("/v1/runs", json={"spec": spec, "input": {"task": "Draft the memo"}})
-    assert r.status_code == 202, r.text
-    run_id = r.json()["run_id"]
-    wait_until(
-        lambda: (get(api, run_id)["progress"] or {}).get("phase") == "awaiting_approval",
-        60,
-        "the approval gate",
-    )
+    run_id = start_gated(api, "gated-ui", "Draft the memo")
     login(page, stack, f"#/runs/{run_id}")
     expect(page.locator("#run-phase")).to_have_text("awaiting_approval")
     approve = page.locator("#act-approve")

@@ -5,6 +5,7 @@ import { api, query } from "../api.js";
 import { clear, h, setText } from "../dom.js";
 import * as fmt from "../fmt.js";
 import { onTick } from "../ticker.js";
+import { pagedList } from "../paged.js";
 import { badge, bar, errorBox, field, toast } from "../ui.js";
 
 const POLL_MS = 3000;
@@ -38,29 +39,7 @@ export function agentsPage(view, params) {
       tbody)),
     more));
 
-  let items = [];
-  let cursor = null;
-  let busy = false;
-  let last = 0;
-
-  async function load(append = false) {
-    if (busy) return;
-    busy = true;
-    try {
-      const page = await api("/v1/agents" + query({ template, limit: append ? 50 : Math.max(50, Math.min(200, items.length)), cursor: append ? cursor : null }));
-      items = append ? items.concat(page.items) : page.items;
-      cursor = page.next_cursor;
-      clear(msg);
-      render();
-    } catch (err) {
-      clear(msg).append(errorBox(err));
-    } finally {
-      busy = false;
-      last = Date.now();
-    }
-  }
-
-  function render() {
+  function render(items) {
     clear(tbody);
     for (const a of items) {
       tbody.append(h("tr", { dataset: { user: a.user_id } },
@@ -73,13 +52,11 @@ export function agentsPage(view, params) {
         h("td", { class: "nowrap" }, fmt.time(a.created_at))));
     }
     if (!items.length) tbody.append(h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No agents yet.")));
-    more.hidden = !cursor;
   }
 
-  more.addEventListener("click", () => load(true));
-  load();
-  onTick((now) => {
-    if (document.visibilityState === "visible" && now - last >= POLL_MS) load();
+  pagedList({
+    fetchPage: (limit, cursor) => api("/v1/agents" + query({ template, limit, cursor })),
+    render, msg, more, pollMs: POLL_MS,
   });
 }
 

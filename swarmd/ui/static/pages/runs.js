@@ -3,8 +3,8 @@
 import { api, query } from "../api.js";
 import { clear, h, setText } from "../dom.js";
 import * as fmt from "../fmt.js";
-import { onTick } from "../ticker.js";
-import { badge, bar, errorBox, field } from "../ui.js";
+import { pagedList } from "../paged.js";
+import { badge, bar, field } from "../ui.js";
 
 const STATUSES = ["", "pending", "running", "suspended", "completed", "failed", "terminated"];
 const ACTIVE = new Set(["pending", "running", "suspended"]);
@@ -70,31 +70,7 @@ export function runsPage(view, params) {
       h("div", { class: "card-head" }, h("h1", {}, "Runs"), summary, h("span", { class: "spacer" }), open),
       form, msg, h("div", { class: "table-wrap" }, table), more));
 
-  let items = [];
-  let cursor = null;
-  let busy = false;
-  let lastPoll = 0;
-
-  async function load(append = false) {
-    if (busy) return;
-    busy = true;
-    try {
-      const limit = append ? 50 : Math.min(200, Math.max(50, items.length));
-      const page = await api("/v1/runs" + query({ ...filters, limit, cursor: append ? cursor : null }));
-      items = append ? items.concat(page.items) : page.items;
-      if (!append) cursor = page.next_cursor;
-      else cursor = page.next_cursor;
-      clear(msg);
-      render();
-    } catch (err) {
-      clear(msg).append(errorBox(err));
-    } finally {
-      busy = false;
-      lastPoll = Date.now();
-    }
-  }
-
-  function render() {
+  function render(items) {
     clear(tbody);
     const now = Date.now();
     for (const r of items) {
@@ -117,12 +93,10 @@ export function runsPage(view, params) {
     if (!items.length) tbody.append(h("tr", {}, h("td", { colspan: 9, class: "empty" }, "No runs match.")));
     const live = items.filter((r) => ACTIVE.has(r.status)).length;
     setText(summary, `${items.length} shown${live ? ` · ${live} in flight` : ""}`);
-    more.hidden = !cursor;
   }
 
-  more.addEventListener("click", () => load(true));
-  load();
-  onTick((now) => {
-    if (document.visibilityState === "visible" && now - lastPoll >= POLL_MS) load();
+  pagedList({
+    fetchPage: (limit, cursor) => api("/v1/runs" + query({ ...filters, limit, cursor })),
+    render, msg, more, pollMs: POLL_MS,
   });
 }
