@@ -20,7 +20,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from swarmd.api.deps import HistoryDep, PayloadsDep, WorkflowClientDep, read_state, require_token
 from swarmd.api.run_control import RunId, _errors
-from swarmd.api.runs import _STATUS, RunStatus
+from swarmd.api.runs import _STATUS
+from swarmd.engine.catalog import RunStatus
 from swarmd.engine.history import TimelineEntry
 from swarmd.engine.models import Progress, Usage
 from swarmd.engine.payloads import PayloadStore

@@ -87,6 +87,31 @@ def test_a_finished_20_agent_runs_page_shows_20_agents_with_tokens(
     assert not [u for u in requested if stack.api_token in u], "the token went into a URL"
 
 
+def test_the_runs_list_shows_a_finished_20_agent_run_with_its_cost(
+    page: Page, stack: Stack, run20: dict[str, Any]
+) -> None:
+    view, run_id = run20, run20["run_id"]
+    login(page, stack, "#/runs")
+    page.fill("#run-filters input[name=user]", "t-ui20")  # the filter form, as a user would
+    page.select_option("#run-filters select[name=status]", "completed")
+    page.click("#run-filters button[type=submit]")
+    expect(page).to_have_url(re.compile(r"#/runs\?status=completed&user=t-ui20$"))
+    row = page.locator(f'#runs-body tr[data-run="{run_id}"]')
+    expect(row).to_be_visible()
+    expect(row.locator(".badge")).to_have_text("completed")
+    expect(row.locator(".bar-label")).to_contain_text("20/20")
+    expect(row.locator('[data-field="tokens"]')).to_have_text(fmt_int(tokens(view["usage"])))
+    cost = view["usage"]["cost_usd"]
+    expect(row.locator('[data-field="cost"]')).to_have_text(
+        "$0" if cost == 0 else re.compile(r"^\$0?\.\d+")
+    )
+    assert page.locator("#runs-body tr").count() == 1  # only that user's runs
+    shot(page, "runs-list")
+    row.locator("a").click()
+    expect(page).to_have_url(re.compile(f"#/runs/{run_id}$"))
+    expect(page.locator("#timeline-summary")).to_contain_text("20 agents")
+
+
 def test_clicking_approve_releases_a_gated_run(page: Page, stack: Stack, api: httpx.Client) -> None:
     run_id = start_gated(api, "gated-ui", "Draft the memo")
     login(page, stack, f"#/runs/{run_id}")
