@@ -14,6 +14,7 @@ from playwright.sync_api import Page, expect
 from swarmd.devstack.launcher import Stack
 from tests.conftest import wait_run
 from tests.integration.test_run_control import get, slow_models, start, start_gated
+from tests.integration.test_user_agents import provision, reply, send, uid
 from tests.ui.conftest import login, shot
 
 pytestmark = pytest.mark.integration
@@ -176,3 +177,38 @@ def test_a_big_runs_page_keeps_a_window_of_rows_in_the_dom(
     expect(page.locator("#timeline .vrow:not([hidden])", has_text="reducer")).to_be_visible()
     assert rows.count() <= 40, rows.count()
     shot(page, "run-big")
+
+
+def test_the_agents_pages_show_a_users_inbox_replies_schedules_and_usage(
+    page: Page, stack: Stack, api: httpx.Client
+) -> None:
+    user = uid("ui-agent")
+    provision(api, user, "analyst")
+    first = reply(api, user, send(api, user, "Summarise the week"))
+    assert first["status"] == "answered", first
+    r = api.post(
+        f"/v1/agents/{user}/schedules", json={"prompt": "Daily digest", "daily_at": "07:30"}
+    )
+    assert r.status_code == 201, r.text
+
+    login(page, stack, "#/agents")
+    row = page.locator(f'#agents-body tr[data-user="{user}"]')
+    expect(row).to_be_visible()
+    expect(row).to_contain_text("analyst")
+    row.locator("a").click()
+    expect(page).to_have_url(re.compile(f"#/agents/{user}$"))
+    inbox = page.locator("#inbox-body")
+    expect(inbox.locator('tr[data-seq="1"]')).to_contain_text("Summarise the week")
+    expect(inbox.locator('tr[data-seq="1"] .reply')).to_contain_text(first["reply"][:30])
+    expect(page.locator("#schedules-body")).to_contain_text("daily at 07:30 UTC")
+    expect(page.locator("#agent-usage")).to_contain_text(
+        f"{fmt_int(first['usage']['tokens'])} tokens"
+    )
+
+    # a message sent from the page is answered there, without a reload
+    page.fill(".send textarea", "And the risks?")
+    page.click(".send button[type=submit]")
+    second = inbox.locator('tr[data-seq="2"]')
+    expect(second).to_contain_text("And the risks?")
+    expect(second.locator(".badge")).to_have_text("answered", timeout=60_000)
+    shot(page, "agent-page")

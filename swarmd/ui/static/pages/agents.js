@@ -99,7 +99,8 @@ export function agentPage(view, user) {
         h("thead", {}, h("tr", {}, ["Id", "Prompt", "When", "Fired", "Last fired", "Created"].map((c) => h("th", {}, c)))),
         schedules))));
 
-  const stat = (label, value) => h("div", { class: "stat" }, h("span", { class: "stat-label" }, label), h("span", { class: "stat-value" }, value));
+  const stat = (label, value, wide = false) =>
+    h("div", { class: wide ? "stat wide" : "stat" }, h("span", { class: "stat-label" }, label), h("span", { class: "stat-value" }, value));
   let busy = false;
   let last = 0;
 
@@ -120,7 +121,7 @@ export function agentPage(view, user) {
       const max = usage.max_daily_tokens;
       const today = usage.today || {};
       clear(usageBox).append(
-        stat("Today", usageText(today)), stat("Total", usageText(usage.total)),
+        stat("Today", usageText(today), true), stat("Total", usageText(usage.total), true),
         h("div", { class: "stat wide" }, h("span", { class: "stat-label" }, "Daily token budget"),
           max ? bar((today.tokens || 0) / max, `${fmt.num(today.tokens)} of ${fmt.num(max)}`) : h("span", { class: "stat-value" }, "unlimited")));
       clear(inbox);
