@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup venv dapr redis chromium chart-tools run demo up test test-fast test-chart lint fmt bench clean
+.PHONY: help setup venv dapr redis chromium chart-tools run demo up test test-fast test-chart lint fmt bench chaos clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -61,6 +61,13 @@ bench: setup ## benchmarks: figures and method in docs/benchmarks.md
 	$(BIN)/python -m bench.scatter_gather
 	$(BIN)/python -m bench.watchdog_reclaim
 	$(BIN)/python -m bench.user_agents
+
+# the chaos suite (not in `make test`: ~10 min per seed at the defaults); docs/reliability.md
+CHAOS_SEEDS ?= 1 2
+CHAOS_ARGS ?= --runs 100 --kills 50
+chaos: setup ## seeded kills of every process with runs of all patterns in flight; verdict
+	@rc=0; for seed in $(CHAOS_SEEDS); do \
+	  $(BIN)/python -m bench.chaos --seed $$seed $(CHAOS_ARGS) || rc=1; done; exit $$rc
 
 fmt: venv
 	$(BIN)/ruff format .

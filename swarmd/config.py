@@ -11,8 +11,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ReviveAction = Literal["nudge", "fresh_generation"]
+#: measured: a nudge (an event) does not reach a workflow wedged by Dapr's actor-lock
+#: deadlock (docs/reliability.md), so a fresh generation comes first when it is allowed
+DEFAULT_REVIVE_ACTIONS: tuple[ReviveAction, ...] = ("fresh_generation",)
 
 
 class Settings(BaseSettings):
@@ -99,11 +104,62 @@ class Settings(BaseSettings):
         1.0, gt=0, le=60, description="How often ended runs are looked for (metrics, usage)"
     )
 
+    # -- Run supervisor (swarmd.engine.supervisor): revives runs that stopped moving
+    supervisor_enabled: bool = Field(True, description="Run the run supervisor in this process")
+    supervisor_interval_s: float = Field(
+        2.0, gt=0, le=300, description="How often the supervisor looks at the runs in flight"
+    )
+    stall_after_s: float = Field(
+        90.0,
+        gt=0,
+        description="A run with no history progress and no call in flight for this long is "
+        "stuck (keep it above the longest retry backoff, 30 s by default)",
+    )
+    inflight_grace_s: float = Field(
+        180.0,
+        gt=0,
+        description="A call in flight counts as progress for at most this long (above "
+        "llm_timeout_s: no call can legitimately last longer)",
+    )
+    revive_actions: list[ReviveAction] = Field(
+        default_factory=lambda: list(DEFAULT_REVIVE_ACTIONS),
+        min_length=1,
+        description="What the k-th revival in a row of a run that did not move does (JSON "
+        "list; the last entry repeats)",
+    )
+    fresh_generation: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Allow restarting a stuck run from scratch under its run id: auto = only "
+        "when every call is journaled (swarmd.engine.journal), so no finished call is paid "
+        "again",
+    )
+    revival_timeout_s: float = Field(
+        15.0, gt=0, le=600, description="How long one revival's sidecar calls may take"
+    )
+    worker_lost_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="/livez fails when daprd is healthy but this app's workflow worker has "
+        "had no stream to it for this long",
+    )
+    pulse_interval_s: float = Field(
+        1.0, gt=0, le=60, description="How often this process publishes the calls it has in flight"
+    )
+
     # -- Local stack
     data_dir: Path = Path(".data")
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
     sdk_log_level: str = Field("WARNING", description="Level of the Dapr SDK's own loggers")
+
+    @model_validator(mode="after")
+    def _supervisor(self) -> Settings:
+        if self.inflight_grace_s <= self.llm_timeout_s:
+            raise ValueError(
+                "inflight_grace_s must exceed llm_timeout_s (a call in flight longer than its "
+                "timeout is not legitimately slow)"
+            )
+        return self
 
     @field_validator("llm_base_url")
     @classmethod

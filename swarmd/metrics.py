@@ -24,6 +24,12 @@ Series (``swarm`` is the spec name, ``model`` the gateway alias)::
     swarmd_llm_fallbacks_total{model}         answered calls served by a fallback alias
     swarmd_llm_tokens_total{model,type}       tokens, type="input" | "output"
     swarmd_llm_cost_usd_total{model}          cost the gateway reported
+    swarmd_revivals_total{action,outcome}     stuck runs the run supervisor revived
+                                              (action: nudge, fresh_generation; outcome:
+                                              ok, failed)
+    swarmd_revival_stuck_seconds              how long a revived run had made no progress
+    swarmd_runs_stuck                         runs the supervisor's last pass found stuck
+                                              (0 on replicas that did not lead it)
 """
 
 from __future__ import annotations
@@ -84,6 +90,21 @@ class Metrics:
             registry=r,
         )
         self.llm_tokens = Counter("swarmd_llm_tokens", "LLM tokens", ["model", "type"], registry=r)
+        self.revivals = Counter(
+            "swarmd_revivals",
+            "Stuck runs the run supervisor revived",
+            ["action", "outcome"],
+            registry=r,
+        )
+        self.revival_stuck_seconds = Histogram(
+            "swarmd_revival_stuck_seconds",
+            "How long a revived run had made no progress",
+            buckets=(5, 15, 30, 60, 90, 120, 300, 600, 1800),
+            registry=r,
+        )
+        self.runs_stuck = Gauge(
+            "swarmd_runs_stuck", "Runs the supervisor's last pass found stuck", registry=r
+        )
         self.llm_cost = Counter(
             "swarmd_llm_cost_usd", "LLM cost the gateway reported", ["model"], registry=r
         )

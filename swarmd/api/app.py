@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,9 +15,10 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from swarmd import __version__, ui
-from swarmd.api import agents, locks, observability, run_agents, run_control, runs
+from swarmd.api import agents, locks, observability, revivals, run_agents, run_control, runs
 from swarmd.api.deps import Services, ServicesDep
 from swarmd.config import Settings
+from swarmd.engine.health import Persistent, SidecarHealth, probe
 from swarmd.errors import PayloadTooLarge, SwarmdError
 from swarmd.metrics import Metrics
 from swarmd.telemetry import TRACER_NAME, global_tracer
@@ -143,6 +145,22 @@ def create_app(
             status_code=200 if ok else 503,
         )
 
+    worker_seen = Persistent()
+
+    @app.get("/livez", tags=["health"])
+    async def livez(services: ServicesDep) -> JSONResponse:
+        """Liveness of the pair: fails (503) when daprd is healthy but this app's workflow
+        worker has held no stream to it for ``SWARMD_WORKER_LOST_AFTER_S`` (the worker
+        lost its stream and did not get it back: restart the app). A dead or wedged daprd
+        does not fail it: that is daprd's own probe's business."""
+        if not services.ready:
+            return JSONResponse({"status": "starting"})
+        h = await asyncio.to_thread(_probe, settings.dapr_http_port)
+        held = worker_seen.see(h.diagnosis)
+        lost = h.diagnosis == "no_worker" and held >= settings.worker_lost_after_s
+        body = {"status": "worker_lost" if lost else "ok", "sidecar": h.diagnosis, "for_s": held}
+        return JSONResponse(body, status_code=503 if lost else 200)
+
     # one router per resource (a new resource: a module with `router`, added here)
     app.include_router(runs.router)
     app.include_router(locks.router)
@@ -150,6 +168,7 @@ def create_app(
     app.include_router(run_agents.router)
     app.include_router(agents.router)
     app.include_router(observability.router)
+    app.include_router(revivals.router)
     app.add_api_route(
         "/metrics",
         observability.metrics_endpoint(metrics),
@@ -159,6 +178,11 @@ def create_app(
     )
     ui.mount(app)  # the run viewer at /ui
     return app
+
+
+def _probe(dapr_http_port: int) -> SidecarHealth:
+    with httpx.Client(timeout=2) as c:
+        return probe(c, dapr_http_port)
 
 
 def _flush_spans(tracer_provider: Any) -> None:

@@ -40,7 +40,8 @@ from swarmd.engine.history import HistoryReader
 from swarmd.engine.locks import LockManager
 from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.spec import SpecRegistry
-from swarmd.engine.tracker import RunTracker
+from swarmd.engine.supervisor import RunSupervisor
+from swarmd.engine.tracker import RunTracker, instance_id
 from swarmd.errors import DependencyUnavailable, Unauthorized
 from swarmd.metrics import Metrics
 
@@ -59,6 +60,8 @@ class Services:
     payloads: PayloadStore
     metrics: Metrics
     tracker: RunTracker
+    #: the run supervisor (swarmd.engine.supervisor): revivals, a run's generation
+    supervisor: RunSupervisor
     #: the durable catalogs behind GET /v1/runs and GET /v1/agents
     catalog: RunCatalog
     agent_catalog: AgentCatalog
@@ -116,6 +119,7 @@ SpecsDep = Annotated[SpecRegistry, _service("specs")]
 PayloadsDep = Annotated[PayloadStore, _service("payloads")]
 MetricsDep = Annotated[Metrics, _service("metrics")]
 TrackerDep = Annotated[RunTracker, _service("tracker")]
+SupervisorDep = Annotated[RunSupervisor, _service("supervisor")]
 CatalogDep = Annotated[RunCatalog, _service("catalog")]
 AgentCatalogDep = Annotated[AgentCatalog, _service("agent_catalog")]
 HistoryDep = Annotated[HistoryReader, _service("history")]
@@ -176,3 +180,25 @@ async def read_state(
                 ) from exc
             await asyncio.sleep(0.05 * 2**attempt)
     return None  # unreachable: the loop returns or raises
+
+
+async def read_run(
+    services: Services,
+    client: DaprWorkflowClient,
+    run_id: str,
+    *,
+    payloads: bool = True,
+    map_error: Callable[[grpc.RpcError], Exception] | None = None,
+) -> WorkflowState | None:
+    """A run's workflow state: its own workflow's or, once the run supervisor
+    restarted the run as a fresh generation, that generation's (whose
+    ``instance_id`` is then ``<run>:g<n>``: act on that instance, show ``run_id``)."""
+    state = await read_state(client, run_id, payloads=payloads, map_error=map_error)
+    if state is not None:
+        return state
+    generation = await services.supervisor.generation(run_id)
+    if generation <= 1:
+        return None
+    return await read_state(
+        client, instance_id(run_id, generation), payloads=payloads, map_error=map_error
+    )

@@ -29,7 +29,7 @@ from swarmd.engine.tracker import RunTracker, UserUsage
 from swarmd.metrics import Metrics
 
 _PROPAGATOR = TraceContextTextMapPropagator()
-UNTRACED = frozenset({"/healthz", "/readyz", "/metrics", "/favicon.ico"})
+UNTRACED = frozenset({"/healthz", "/livez", "/readyz", "/metrics", "/favicon.ico"})
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"], dependencies=[Depends(require_token)])
 

@@ -31,10 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from swarmd.api.deps import (
     CatalogDep,
+    Services,
     ServicesDep,
     SettingsDep,
     WorkflowClientDep,
     get_wf_client,
+    read_run,
     read_state,
     require_token,
 )
@@ -145,20 +147,24 @@ def _map_rpc(exc: grpc.RpcError, run_id: str) -> SwarmdError:
     return DependencyUnavailable(f"the Dapr sidecar refused the call for run {run_id!r}: {details}")
 
 
-async def _read(client: DaprWorkflowClient, run_id: str, payloads: bool) -> WorkflowState | None:
-    """The run's state; retries transient sidecar errors, then maps them (404/409/503)."""
-    return await read_state(
-        client, run_id, payloads=payloads, map_error=lambda exc: _map_rpc(exc, run_id)
+async def _read(
+    services: Services, client: DaprWorkflowClient, run_id: str, payloads: bool
+) -> WorkflowState | None:
+    """The run's state (its current generation's: act on ``state.instance_id``);
+    retries transient sidecar errors, then maps them (404/409/503)."""
+    return await read_run(
+        services, client, run_id, payloads=payloads, map_error=lambda exc: _map_rpc(exc, run_id)
     )
 
 
 async def _require(
+    services: Services,
     client: DaprWorkflowClient,
     run_id: str,
     allowed: frozenset[WorkflowStatus],
     refusal: str,
 ) -> WorkflowState:
-    state = await _read(client, run_id, payloads=False)
+    state = await _read(services, client, run_id, payloads=False)
     if state is None:
         raise _not_found(run_id)
     if state.runtime_status not in allowed:
@@ -176,11 +182,15 @@ async def _call(call: Awaitable[None], run_id: str) -> None:
         raise _map_rpc(exc, run_id) from exc
 
 
-async def _settle(client: DaprWorkflowClient, run_id: str, done: frozenset[WorkflowStatus]) -> None:
-    """Wait until the run's status is in ``done`` (or gone), at most ``SETTLE_S``."""
+async def _settle(
+    client: DaprWorkflowClient, instance: str, done: frozenset[WorkflowStatus]
+) -> None:
+    """Wait until the workflow's status is in ``done`` (or gone), at most ``SETTLE_S``."""
     deadline = time.monotonic() + SETTLE_S
     while time.monotonic() < deadline:
-        state = await _read(client, run_id, payloads=False)
+        state = await read_state(
+            client, instance, payloads=False, map_error=lambda exc: _map_rpc(exc, instance)
+        )
         if state is None or state.runtime_status in done:
             return
         await asyncio.sleep(0.05)
@@ -207,10 +217,10 @@ async def terminate_run(
     has already finished."""
     client = get_wf_client(services)  # after validation: bad input is 4xx even without a sidecar
     async with _serialized(run_id):
-        state = await _require(client, run_id, ACTIVE | PAUSED, "it has already finished")
+        state = await _require(services, client, run_id, ACTIVE | PAUSED, "it has already finished")
         reason = body.reason if body else None
         await _call(
-            client.terminate_workflow(run_id, output={"reason": reason}, recursive=True),
+            client.terminate_workflow(state.instance_id, output={"reason": reason}, recursive=True),
             run_id,
         )
     return RunAction(run_id=run_id, action="terminate", previous_status=_status(state))
@@ -223,15 +233,17 @@ async def terminate_run(
     summary="Pause (suspend) a run",
     responses=_errors(401, 404, 409, 503),
 )
-async def pause_run(run_id: RunId, client: WorkflowClientDep) -> RunAction:
+async def pause_run(run_id: RunId, client: WorkflowClientDep, services: ServicesDep) -> RunAction:
     """Suspend a pending or running run: it reports ``suspended`` and takes no new
     step until resumed (agent workflows already started finish the step they are
     in; their results wait for the resume). 409 if it is already suspended or has
     finished."""
     async with _serialized(run_id):
-        state = await _require(client, run_id, ACTIVE, "only a pending or running run pauses")
-        await _call(client.pause_workflow(run_id), run_id)
-        await _settle(client, run_id, FINISHED | PAUSED)
+        state = await _require(
+            services, client, run_id, ACTIVE, "only a pending or running run pauses"
+        )
+        await _call(client.pause_workflow(state.instance_id), run_id)
+        await _settle(client, state.instance_id, FINISHED | PAUSED)
     return RunAction(run_id=run_id, action="pause", previous_status=_status(state))
 
 
@@ -242,12 +254,12 @@ async def pause_run(run_id: RunId, client: WorkflowClientDep) -> RunAction:
     summary="Resume a paused run",
     responses=_errors(401, 404, 409, 503),
 )
-async def resume_run(run_id: RunId, client: WorkflowClientDep) -> RunAction:
+async def resume_run(run_id: RunId, client: WorkflowClientDep, services: ServicesDep) -> RunAction:
     """Resume a suspended run where it stopped. 409 unless it is ``suspended``."""
     async with _serialized(run_id):
-        state = await _require(client, run_id, PAUSED, "only a suspended run resumes")
-        await _call(client.resume_workflow(run_id), run_id)
-        await _settle(client, run_id, FINISHED | ACTIVE)
+        state = await _require(services, client, run_id, PAUSED, "only a suspended run resumes")
+        await _call(client.resume_workflow(state.instance_id), run_id)
+        await _settle(client, state.instance_id, FINISHED | ACTIVE)
     return RunAction(run_id=run_id, action="resume", previous_status=_status(state))
 
 
@@ -278,8 +290,10 @@ async def raise_event(
             f"name: event name must match {EVENT_NAME} (got {name[:80]!r})", field="name"
         )
     client = get_wf_client(services)
-    state = await _require(client, run_id, ACTIVE | PAUSED, "it has finished and takes no events")
-    await _call(client.raise_workflow_event(run_id, name, data=payload), run_id)
+    state = await _require(
+        services, client, run_id, ACTIVE | PAUSED, "it has finished and takes no events"
+    )
+    await _call(client.raise_workflow_event(state.instance_id, name, data=payload), run_id)
     return RunAction(run_id=run_id, action="event", previous_status=_status(state), event=name)
 
 
@@ -290,13 +304,15 @@ async def raise_event(
     summary="Purge a finished run",
     responses=_errors(401, 404, 409, 503),
 )
-async def purge_run(run_id: RunId, client: WorkflowClientDep, catalog: CatalogDep) -> Response:
+async def purge_run(
+    run_id: RunId, client: WorkflowClientDep, catalog: CatalogDep, services: ServicesDep
+) -> Response:
     """Delete a finished run's state and history and those of its agent workflows;
     afterwards ``GET /v1/runs/{run_id}`` is 404. 409 while it is pending, running
     or suspended: terminate it first."""
     async with _serialized(run_id):
-        await _require(client, run_id, FINISHED, "terminate it before purging it")
-        await _call(client.purge_workflow(run_id, recursive=True), run_id)
+        state = await _require(services, client, run_id, FINISHED, "terminate it before purging it")
+        await _call(client.purge_workflow(state.instance_id, recursive=True), run_id)
         await catalog.remove(run_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -343,8 +359,10 @@ def _fingerprint(v: RunView) -> str:
 
 
 async def _events(
+    services: Services,
     client: DaprWorkflowClient,
     run_id: str,
+    instance: str,
     poll_s: float,
     keepalive_s: float,
     after: int = 0,
@@ -356,11 +374,15 @@ async def _events(
     failures = 0
     while True:
         try:
-            state = await client.get_workflow_state(run_id, fetch_payloads=True)
-        except grpc.RpcError as exc:
+            state = await client.get_workflow_state(instance, fetch_payloads=True)
+            if state is None:  # purged, or restarted by the supervisor as a new generation
+                state = await _read(services, client, run_id, payloads=True)
+                instance = state.instance_id if state is not None else instance
+        except (grpc.RpcError, SwarmdError) as exc:
             failures += 1
             if failures >= STREAM_MAX_FAILURES:
-                yield _sse("error", json.dumps(_map_rpc(exc, run_id).to_dict()), seen + 1)
+                err = exc if isinstance(exc, SwarmdError) else _map_rpc(exc, run_id)
+                yield _sse("error", json.dumps(err.to_dict()), seen + 1)
                 return
         else:
             failures = 0
@@ -368,7 +390,7 @@ async def _events(
                 gone = RunNotFound(f"run {run_id!r} no longer exists (purged?)", field="run_id")
                 yield _sse("error", json.dumps(gone.to_dict()), seen + 1)
                 return
-            v = view(state)
+            v = view(state, run_id)
             eid = event_id(state)
             if state.runtime_status in FINISHED:
                 yield _sse("end", v.model_dump_json(), max(eid, seen + 1))
@@ -400,6 +422,7 @@ async def stream_run(
     run_id: RunId,
     client: WorkflowClientDep,
     settings: SettingsDep,
+    services: ServicesDep,
     last_event_id: Annotated[
         str | None,
         Header(
@@ -409,14 +432,22 @@ async def stream_run(
         ),
     ] = None,
 ) -> Response:
-    state = await _read(client, run_id, payloads=False)
+    state = await _read(services, client, run_id, payloads=False)
     if state is None:
         raise _not_found(run_id)
     after = int(last_event_id) if last_event_id else 0
     if after and state.runtime_status in FINISHED and after >= event_id(state):
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return StreamingResponse(
-        _events(client, run_id, settings.sse_poll_s, settings.sse_keepalive_s, after),
+        _events(
+            services,
+            client,
+            run_id,
+            state.instance_id,
+            settings.sse_poll_s,
+            settings.sse_keepalive_s,
+            after,
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

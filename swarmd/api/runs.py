@@ -20,10 +20,11 @@ from swarmd.api.deps import (
     PageCursor,
     PageLimit,
     PayloadsDep,
+    Services,
     ServicesDep,
     WorkflowClientDep,
     get_wf_client,
-    read_state,
+    read_run,
     require_token,
 )
 from swarmd.engine import names
@@ -135,7 +136,9 @@ def _err(e: Any) -> dict[str, Any]:
     return {"field": ".".join(str(p) for p in ("input", *e["loc"])), "message": e["msg"]}
 
 
-def view(state: WorkflowState) -> RunView:
+def view(state: WorkflowState, run_id: str | None = None) -> RunView:
+    """The run view of a workflow state (``run_id``: the run's, when the state is of a
+    later generation's workflow)."""
     swarm: str | None = state.name
     if state.serialized_input:
         with contextlib.suppress(ValueError, KeyError, TypeError):
@@ -154,7 +157,7 @@ def view(state: WorkflowState) -> RunView:
     if isinstance(out, dict) and "usage" in out:
         usage = Usage.model_validate(out["usage"])
     return RunView(
-        run_id=state.instance_id,
+        run_id=run_id or state.instance_id,
         swarm=swarm,
         status=_STATUS[state.runtime_status],
         progress=progress,
@@ -185,15 +188,17 @@ async def start_run(body: StartRun, services: ServicesDep, response: Response) -
     client = get_wf_client(services)  # after validation: bad input is 4xx even without a sidecar
     wf_name = names.PATTERNS[inp.spec.pattern]
     if body.run_id:
-        existing = await read_state(client, run_id)
+        existing = await read_run(services, client, run_id)
         if existing is not None:
             return _existing(existing, wf_name, inp, response)
     traced = await observability.run_starting(services.tracker, inp)  # its trace; the run index
     await services.catalog.add(run_id, inp.spec.name, inp.user)  # listed from now on
+    # what a fresh generation of the run starts from (the run supervisor)
+    await services.supervisor.remember_input(run_id, wf_name, traced.model_dump(mode="json"))
     try:
         await client.schedule_new_workflow(wf_name, input=traced, instance_id=run_id)
     except grpc.RpcError as exc:  # lost a race with an identical concurrent start
-        existing = await read_state(client, run_id)
+        existing = await read_run(services, client, run_id)
         if existing is None:
             raise
         return _existing(existing, wf_name, inp, response, cause=exc)
@@ -219,12 +224,12 @@ def _existing(
             same_input = False
     if state.name != wf_name or not same_input:
         raise RunConflict(
-            f"run {state.instance_id!r} already exists with a different swarm or input",
+            f"run {inp.run_id!r} already exists with a different swarm or input",
             field="run_id",
         ) from cause
     response.status_code = status.HTTP_200_OK
     return RunAccepted(
-        run_id=state.instance_id,
+        run_id=inp.run_id,
         swarm=inp.spec.name,
         status=_STATUS[state.runtime_status],
         created=False,
@@ -232,12 +237,14 @@ def _existing(
 
 
 @router.get("/{run_id}", response_model=RunView)
-async def get_run(run_id: str, client: WorkflowClientDep, payloads: PayloadsDep) -> RunView:
+async def get_run(
+    run_id: str, client: WorkflowClientDep, payloads: PayloadsDep, services: ServicesDep
+) -> RunView:
     """Status, progress, token usage, and the output or error of a run."""
-    state = await read_state(client, run_id)
+    state = await read_run(services, client, run_id)
     if state is None:
         raise RunNotFound(f"no run with id {run_id!r}", field="run_id")
-    result = view(state)
+    result = view(state, run_id)
     if result.output is not None and "[[swarmd-ref:" in (state.serialized_output or ""):
         # large agent answers travelled by reference: show the real text
         result.output = await payloads.resolve_any(result.output)
@@ -261,7 +268,9 @@ def _utc(t: datetime | None) -> float | None:
     return (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).timestamp()
 
 
-async def _live(client: Any, recs: list[RunRecord]) -> dict[str, RunRecord | None]:
+async def _live(
+    services: Services, client: Any, recs: list[RunRecord]
+) -> dict[str, RunRecord | None]:
     """Records of runs in flight with their current status, progress and usage
     (None: no such workflow, not scheduled yet or never)."""
     if client is None:
@@ -270,7 +279,7 @@ async def _live(client: Any, recs: list[RunRecord]) -> dict[str, RunRecord | Non
 
     async def one(rec: RunRecord) -> RunRecord | None:
         async with sem:
-            st = await read_state(client, rec.run_id, payloads=True)
+            st = await read_run(services, client, rec.run_id, payloads=True)
         if st is None:
             return None
         if st.runtime_status in (
@@ -279,7 +288,7 @@ async def _live(client: Any, recs: list[RunRecord]) -> dict[str, RunRecord | Non
             WorkflowStatus.TERMINATED,
         ):
             return rec.model_copy(update=final_update(st))
-        v = view(st)
+        v = view(st, rec.run_id)
         return rec.model_copy(
             update={
                 "status": v.status,
@@ -329,5 +338,5 @@ async def list_runs(
         cursor=decode_cursor(cursor),
     )
     client = services.workflows  # None before the worker is up: stored records only
-    items, nxt = await services.catalog.scan(q, lambda recs: _live(client, recs))
+    items, nxt = await services.catalog.scan(q, lambda recs: _live(services, client, recs))
     return RunList(items=items, next_cursor=nxt.encode() if nxt else None)

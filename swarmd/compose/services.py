@@ -38,10 +38,12 @@ from swarmd.engine.catalog import AgentCatalog, RunCatalog
 from swarmd.engine.history import HistoryReader
 from swarmd.engine.locks import LockManager
 from swarmd.engine.payloads import PayloadStore
+from swarmd.engine.pulse import Pulse, publish_forever
 from swarmd.engine.registry import OwnerRegistry
 from swarmd.engine.sidecar import Sidecar
 from swarmd.engine.spec import SpecRegistry
 from swarmd.engine.state import StateStore
+from swarmd.engine.supervisor import RunSupervisor
 from swarmd.engine.tracker import RunTracker
 from swarmd.metrics import Metrics
 from swarmd.telemetry import propagate_to_dapr
@@ -76,6 +78,9 @@ class _Worker:
         self.http: httpx.AsyncClient | None = None
         self.registry: OwnerRegistry | None = None
         self.locks: LockManager | None = None
+        #: the calls this process has in flight, by run (for the run supervisor)
+        self.pulse = Pulse()
+        self._pulse_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -100,7 +105,17 @@ class _Worker:
                 on_user_key=users.record_user_key,  # memory keys go into the user's key index
             )
             config = (self.services.agent_baseline, self.services.agent_templates)
-            self.runtime = build_worker(s, llm, deps, self.state, users, config, self.obs)
+            self._pulse_task = asyncio.create_task(
+                publish_forever(
+                    self.pulse,
+                    Sidecar(s.dapr_http_port, s.state_store),
+                    lambda: self.registry.owner if self.registry is not None else None,
+                    s.pulse_interval_s,
+                )
+            )
+            self.runtime = build_worker(
+                s, llm, deps, self.state, users, config, self.obs, self.pulse
+            )
             await asyncio.to_thread(self.runtime.start)
             client = DaprWorkflowClient(
                 host="127.0.0.1",
@@ -132,6 +147,8 @@ class _Worker:
         self.services.locks = self.locks
 
     async def stop(self) -> None:
+        if self._pulse_task is not None:
+            self._pulse_task.cancel()
         if self.runtime is not None:
             await asyncio.to_thread(self.runtime.shutdown)
         if self.locks is not None:
@@ -160,12 +177,15 @@ async def open_services(
     tracker = RunTracker(settings, metrics, tracer, owner_id(settings))
     catalog = RunCatalog(tracker.state, settings.catalog_page_size)
     tracker.end_hooks.append(catalog.end_hook)  # a run's end lands in its catalog record
+    supervisor = RunSupervisor(settings, metrics, owner_id(settings), tracker)
+    tracker.on_ended.append(supervisor.forget)  # an ended run's start input is dropped
     services = Services(
         settings=settings,
         specs=SpecRegistry.for_settings(settings.specs_dir),
         payloads=PayloadStore(state, settings.payload_ref_bytes),
         metrics=metrics,
         tracker=tracker,
+        supervisor=supervisor,
         catalog=catalog,
         agent_catalog=AgentCatalog(tracker.state, settings.catalog_page_size),
         agent_baseline=load_baseline(settings.agent_baseline),
@@ -181,20 +201,25 @@ async def open_services(
         finally:
             await services.tracker.close()
             await services.history.close()
+            await supervisor.close()
             await state.close()
         return
     worker = _Worker(settings, state, services)
     starting = asyncio.create_task(worker.start())
     tracking = asyncio.create_task(services.tracker.run(lambda: services.workflows))
+    tasks = [tracking, starting]
+    if settings.supervisor_enabled:  # one replica acts at a time (its leader lock)
+        tasks.append(asyncio.create_task(supervisor.run(lambda: services.workflows)))
     try:
         yield services
     finally:
-        tracking.cancel()
-        starting.cancel()
-        for task in (tracking, starting):
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
         await worker.stop()
         await services.tracker.close()
         await services.history.close()
+        await supervisor.close()
         await state.close()

@@ -34,6 +34,7 @@ from swarmd.agents.store import UserStore
 from swarmd.config import Settings
 from swarmd.engine import names
 from swarmd.engine.payloads import PayloadStore
+from swarmd.engine.pulse import Pulse
 from swarmd.engine.state import StateStore
 from swarmd.logs import JsonFormatter
 from swarmd.telemetry import traced_agent_loop
@@ -64,8 +65,12 @@ class Registrar:
     """What a plugin module's ``register(reg)`` gets: add workflows and activities
     under explicit, stable names (``SWARMD_PLUGINS=pkg.module,...``)."""
 
-    def __init__(self, rt: WorkflowRuntime) -> None:
+    def __init__(
+        self, rt: WorkflowRuntime, wrap: Callable[[Callable[..., Any]], Any] | None = None
+    ) -> None:
         self.rt = rt
+        #: applied to every activity (the run pulses of swarmd.engine.pulse)
+        self.wrap = wrap or (lambda fn: fn)
 
     def workflow(self, name: str, versions: Sequence[tuple[str, Workflow]]) -> None:
         """Register ``versions`` (oldest first, the last is the latest) under ``name``."""
@@ -81,7 +86,7 @@ class Registrar:
         self.rt.register_workflow(_fresh(fn), name=name)
 
     def activity(self, name: str, fn: Callable[..., Any]) -> None:
-        self.rt.register_activity(_fresh(fn), name=name)
+        self.rt.register_activity(self.wrap(_fresh(fn)), name=name)
 
 
 def _fresh(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -109,6 +114,7 @@ def build_worker(
     users: UserStore,
     agent_config: tuple[Baseline, dict[str, Template]],
     obs: LLMObserver,
+    pulse: Pulse | None = None,
 ) -> WorkflowRuntime:
     """The workflow runtime with every workflow in :data:`WORKFLOWS`, every activity
     and every plugin registered (not started)."""
@@ -120,7 +126,7 @@ def build_worker(
         maximum_concurrent_orchestration_work_items=settings.max_concurrent_activities,
         worker_ready_timeout=60.0,
     )
-    reg = Registrar(rt)
+    reg = Registrar(rt, pulse.wrap if pulse is not None else None)
     for name, versions in WORKFLOWS.items():
         if name == names.AGENT_LOOP:  # records each agent's span when its loop returns
             versions = [(v, traced_agent_loop(fn, obs.tracer)) for v, fn in versions]

@@ -33,13 +33,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 import yaml
+
+from swarmd.engine.health import Persistent, probe
 
 ROOT = Path(__file__).resolve().parents[2]
 #: ``{"api_url": ...}`` of a started stack, in its data dir (read by the CLI client)
@@ -146,6 +148,7 @@ class Stack:
     daprd_args: list[str] = field(default_factory=list)
     watchdog_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, Proc] = field(default_factory=dict)
+    _health: Persistent = field(default_factory=Persistent, repr=False)
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -316,6 +319,12 @@ class Stack:
         return self.components_dir
 
     def start_control_plane(self) -> None:
+        pl = self.start_placement(wait=False)
+        sc = self.start_scheduler(wait=False)
+        self.wait_placement(pl)
+        self.wait_scheduler(sc)
+
+    def start_placement(self, wait: bool = True) -> Proc:
         p = self.ports
         pl = self._spawn(
             "placement",
@@ -333,6 +342,15 @@ class Stack:
                 "127.0.0.1",
             ],
         )
+        if wait:
+            self.wait_placement(pl)
+        return pl
+
+    def wait_placement(self, proc: Proc) -> None:
+        self._wait_http(proc, f"http://127.0.0.1:{self.ports.placement_health}/healthz")
+
+    def start_scheduler(self, wait: bool = True) -> Proc:
+        p = self.ports
         sc = self._spawn(
             "scheduler",
             [
@@ -353,10 +371,14 @@ class Stack:
                 f"dapr-scheduler-server-0=http://127.0.0.1:{p.scheduler_etcd_peer}",
             ],
         )
-        self._wait_http(pl, f"http://127.0.0.1:{p.placement_health}/healthz")
-        self._wait_http(sc, f"http://127.0.0.1:{p.scheduler_health}/healthz")
+        if wait:
+            self.wait_scheduler(sc)
+        return sc
 
-    def start_model_server(self) -> None:
+    def wait_scheduler(self, proc: Proc) -> None:
+        self._wait_http(proc, f"http://127.0.0.1:{self.ports.scheduler_health}/healthz")
+
+    def start_model_server(self) -> Proc:
         cmd = [
             sys.executable,
             "-m",
@@ -371,6 +393,7 @@ class Stack:
             cmd += ["--latency-ms", str(self.model_latency_ms)]
         ms = self._spawn("modelserver", cmd)
         self._wait_http(ms, f"{self.model_server_url}/health")
+        return ms
 
     def upstream_env(self) -> dict[str, str]:
         """Where the gateway sends calls: a real provider if its key is set, else ours."""
@@ -392,7 +415,7 @@ class Stack:
             "SWARMD_UPSTREAM_MODEL_BACKUP": "openai/mock-backup",
         }
 
-    def start_gateway(self) -> None:
+    def start_gateway(self) -> Proc:
         litellm = Path(sys.executable).parent / "litellm"
         if not litellm.exists():
             raise StackError("litellm not installed in this environment: run `make setup`")
@@ -418,6 +441,7 @@ class Stack:
             },
         )
         self._wait_http(gw, f"http://127.0.0.1:{self.ports.litellm}/health/readiness")
+        return gw
 
     def app_environment(self) -> dict[str, str]:
         p = self.ports
@@ -567,6 +591,55 @@ class Stack:
         self.start_daprd()
         self.wait_app_ready(self.procs["app"])
 
+    #: what :meth:`restart` can bring back (direct mode), by process name
+    RESTARTABLE = ("app", "daprd", "scheduler", "placement", "redis", "litellm", "watchdog")
+
+    def restart(self, name: str) -> None:
+        """Start process ``name`` again (after :meth:`kill`) and wait until it is healthy;
+        for daprd, until the app is ready again on it."""
+        starts: dict[str, Callable[[], object]] = {
+            "app": self.restart_app,
+            "daprd": self.restart_daprd,
+            "scheduler": self.start_scheduler,
+            "placement": self.start_placement,
+            "redis": self.start_redis,
+            "litellm": self.start_gateway,
+            "watchdog": self.restart_watchdog,
+        }
+        if name not in starts:
+            raise StackError(f"cannot restart {name!r}: one of {', '.join(self.RESTARTABLE)}")
+        starts[name]()
+
+    # -- self-healing ------------------------------------------------------
+    def heal(self, after_s: float = 10.0) -> str | None:
+        """One look at the app and its daprd; restart the one at fault once the
+        condition has held ``after_s`` seconds (see :mod:`swarmd.engine.health`):
+
+        * daprd wedged (``/v1.0/healthz`` failing while ``/healthz/outbound``
+          answers) or dead: restart daprd;
+        * the app's workflow worker lost its stream (daprd healthy, no connected
+          worker) or the app dead: restart the app.
+
+        In ``cli`` mode the two run under the Dapr CLI: both are restarted. Returns
+        what was restarted, or None."""
+        with httpx.Client(timeout=2) as c:
+            d = probe(c, self.ports.dapr_http).diagnosis
+        held = self._health.see(d)
+        if d == "ok" or held < after_s:
+            return None
+        target = "daprd" if d in ("daprd_wedged", "daprd_down") else "app"
+        if self.app_mode == "cli":
+            target = "dapr-run"
+        print(f"swarmd: {d} for {held:.0f}s: restarting {target}", file=sys.stderr, flush=True)
+        if target in self.procs:
+            self.kill(target)
+        if target == "dapr-run":
+            self.start_app()
+        else:
+            self.restart(target)
+        self._health = Persistent()
+        return target
+
     # -- stop ------------------------------------------------------------
     def stop(self) -> None:
         (self.data_dir / STACK_FILE).unlink(missing_ok=True)
@@ -692,6 +765,7 @@ def main(args: argparse.Namespace) -> int:
         print("swarmd: serving; `dapr list` shows the app. Ctrl-C to stop.", flush=True)
         while all(p.popen.poll() is None for p in stack.procs.values()):
             time.sleep(1)
+            stack.heal()  # a wedged daprd or an app without its workflow stream
         dead = [p.name for p in stack.procs.values() if p.popen.poll() is not None]
         print(f"swarmd: {', '.join(dead)} exited; stopping", file=sys.stderr)
         return 1

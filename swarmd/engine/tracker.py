@@ -54,6 +54,8 @@ INDEX_KEY = "swarmd-runs-in-flight"
 LEADER_LOCK = "swarmd-run-tracker"
 #: an indexed run the sidecar does not know after this long was never started
 ORPHAN_AFTER_S = 120.0
+#: a run the supervisor is restarting (index entry ``reviving``) is not ended for this long
+REVIVING_S = 120.0
 ENDED = {WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED}
 
 #: one write of an end transaction: (key, value, ETag; None = the key must not exist yet)
@@ -85,6 +87,14 @@ def _usage_record(user: str, raw: Any) -> UserUsage:
     return UserUsage(user=user)
 
 
+def instance_id(run_id: str, generation: Any = None) -> str:
+    """The workflow instance of a run's generation: the run id itself for the first,
+    ``<run>:g<n>`` once the run supervisor restarted it (``:`` is not allowed in run
+    ids, so no run id collides with a generation)."""
+    gen = int(generation or 1)
+    return run_id if gen <= 1 else f"{run_id}:g{gen}"
+
+
 def user_key(user: str) -> str:
     return "swarmd-usage-user-" + hashlib.sha256(user.encode()).hexdigest()[:40]
 
@@ -108,6 +118,8 @@ class RunTracker:
         self.in_flight = 0
         #: called for each batch of ended runs inside its end transaction (see EndHook)
         self.end_hooks: list[EndHook] = []
+        #: called with the ids of runs recorded as ended (the supervisor drops their inputs)
+        self.on_ended: list[Callable[[list[str]], Any]] = []
 
     def _mutex(self) -> asyncio.Lock:
         if self._lock is None:
@@ -138,6 +150,18 @@ class RunTracker:
             return {**index, run_id: entry}
 
         await self._update_index(add)
+
+    async def annotate(self, run_id: str, fields: dict[str, Any]) -> None:
+        """Set (None: remove) fields of a run's index entry, if it is still indexed
+        (the run supervisor's ``reviving``, ``revived_at`` and ``generation``)."""
+
+        def change(index: dict[str, Any]) -> dict[str, Any] | None:
+            if run_id not in index:
+                return None
+            entry = {**index[run_id], **fields}
+            return {**index, run_id: {k: v for k, v in entry.items() if v is not None}}
+
+        await self._update_index(change)
 
     async def forget(self, run_id: str) -> None:
         """Take a run out of the index without counting it (its start failed)."""
@@ -201,15 +225,18 @@ class RunTracker:
         sem = asyncio.Semaphore(16)
 
         async def check(run_id: str, entry: dict[str, Any]) -> tuple[str, Any] | None:
+            if time.time() - float(entry.get("reviving") or 0) < REVIVING_S:
+                return None  # being restarted as a fresh generation: its end is not the run's
+            wf = instance_id(run_id, entry.get("generation"))  # restarted by the supervisor?
             try:
                 async with sem:
-                    st = await client.get_workflow_state(run_id, fetch_payloads=False)
+                    st = await client.get_workflow_state(wf, fetch_payloads=False)
                     if st is None:
                         age = time.time() - float(entry.get("t", 0))
                         return (run_id, None) if age > ORPHAN_AFTER_S else None
                     if st.runtime_status not in ENDED:
                         return None
-                    return run_id, await client.get_workflow_state(run_id, fetch_payloads=True)
+                    return run_id, await client.get_workflow_state(wf, fetch_payloads=True)
             except grpc.RpcError:
                 return None
 
@@ -265,6 +292,9 @@ class RunTracker:
             self._gauge(new_index)
         for run_id, st in ended.items():
             self._count(run_id, index[run_id], st, outcomes[run_id])
+        for ended_hook in self.on_ended:
+            with contextlib.suppress(Exception):
+                await ended_hook(list(ended))
         return len(ended)
 
     def _count(

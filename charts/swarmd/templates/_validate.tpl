@@ -8,6 +8,11 @@ which values conflict and what to change. Returns a JSON list of messages.
 {{- if ge (int $v.dapr.gracefulShutdownSeconds) (int $v.app.terminationGracePeriodSeconds) }}
 {{- $errors = append $errors (printf "dapr.gracefulShutdownSeconds (%d) must be below app.terminationGracePeriodSeconds (%d): otherwise Kubernetes kills the Dapr sidecar before it has drained in-flight workflow work. Lower dapr.gracefulShutdownSeconds or raise app.terminationGracePeriodSeconds." (int $v.dapr.gracefulShutdownSeconds) (int $v.app.terminationGracePeriodSeconds)) }}
 {{- end }}
+{{- $daprLive := $v.dapr.sidecar.livenessProbe }}
+{{- $daprDown := mul (int $daprLive.periodSeconds) (int $daprLive.failureThreshold) }}
+{{- if le (float64 $v.supervisor.workerLostAfterSeconds) (float64 $daprDown) }}
+{{- $errors = append $errors (printf "supervisor.workerLostAfterSeconds (%v) must exceed the time kubelet gives a failing daprd before restarting it (dapr.sidecar.livenessProbe periodSeconds x failureThreshold = %d s): otherwise the app is restarted for its sidecar's fault. Raise supervisor.workerLostAfterSeconds or lower the daprd probe's period or threshold." $v.supervisor.workerLostAfterSeconds $daprDown) }}
+{{- end }}
 {{- if and $v.autoscaling.keda.enabled $v.autoscaling.hpa.enabled }}
 {{- $errors = append $errors "autoscaling.keda.enabled and autoscaling.hpa.enabled are both true: KEDA creates its own HPA for the app, and two autoscalers would fight over its replicas. Enable only one of them." }}
 {{- end }}
