@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from swarmd.devstack.launcher import Ports, Stack
+from swarmd.devstack.launcher import Ports, Stack, running
 from swarmd.engine.supervisor import journal_available
 from tests.conftest import TEST_OFFSET, wait_run, wait_until
 
@@ -32,22 +32,21 @@ ATTEMPTS = 12
 
 @pytest.fixture(scope="module")
 def sv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(
-        data_dir=tmp_path_factory.mktemp("supervisor"),
-        ports=Ports.for_tests(TEST_OFFSET + 400),  # a block of its own beside the session stack
-        app_mode="direct",
-        app_env={
-            "SWARMD_STALL_AFTER_S": str(STALL_S),
-            "SWARMD_SUPERVISOR_INTERVAL_S": str(INTERVAL_S),
-            # a wedged run needs a fresh generation: nudges do not reach it
-            "SWARMD_FRESH_GENERATION": "always",
-        },
-    )
-    s.start()
-    try:
+    settings = {
+        "SWARMD_STALL_AFTER_S": str(STALL_S),
+        "SWARMD_SUPERVISOR_INTERVAL_S": str(INTERVAL_S),
+        # a wedged run needs a fresh generation: nudges do not reach it
+        "SWARMD_FRESH_GENERATION": "always",
+    }
+    with running(
+        Stack(
+            data_dir=tmp_path_factory.mktemp("supervisor"),
+            ports=Ports.for_tests(TEST_OFFSET + 400),  # a block of its own beside the session's
+            app_mode="direct",
+            app_env=settings,
+        )
+    ) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture
