@@ -7,6 +7,7 @@ per event loop: activities run on the workflow worker's own loop.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +24,29 @@ def _failure(what: str, r: httpx.Response) -> Exception:
     if 400 <= r.status_code < 500:
         return NonRetryableActivityError(msg)
     return RetryableActivityError(msg)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A value read with its ETag (``value is None``: no such key)."""
+
+    value: Any | None
+    etag: str | None
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation of :meth:`StateStore.transact`: an upsert (``delete=False``) or a
+    delete of ``key``. With ``etag`` the operation (and so the whole transaction) only
+    succeeds if the key still has that ETag (a deleted key never matches); with
+    ``create`` an upsert only succeeds if the key does not exist yet."""
+
+    key: str
+    value: Any = None
+    etag: str | None = None
+    create: bool = False
+    delete: bool = False
+    ttl_s: int | None = None
 
 
 class StateStore:
@@ -65,6 +89,36 @@ class StateStore:
         if r.status_code >= 300:
             raise _failure(f"state delete {key!r}", r)
 
+    async def get_many(self, keys: list[str]) -> dict[str, Entry]:
+        """Several keys in one round trip (Dapr's bulk get), each with its ETag."""
+        try:
+            r = await self._client().post(f"{self.base}/bulk", json={"keys": keys})
+        except httpx.HTTPError as exc:
+            raise RetryableActivityError(f"state store unreachable: {exc}") from exc
+        if r.status_code >= 300:
+            raise _failure("state bulk get", r)
+        out = {k: Entry(None, None) for k in keys}
+        for item in r.json():
+            if item.get("error"):
+                raise RetryableActivityError(f"state get {item.get('key')!r}: {item['error']}")
+            if "data" in item and item["data"] is not None:
+                out[item["key"]] = Entry(item["data"], item.get("etag"))
+        return out
+
+    async def transact(self, ops: list[Op]) -> bool:
+        """Apply ``ops`` atomically. False (nothing applied) if an ETag did not match."""
+        body = {"operations": [_operation(op) for op in ops]}
+        try:
+            r = await self._client().post(f"{self.base}/transaction", json=body)
+        except httpx.HTTPError as exc:
+            raise RetryableActivityError(f"state store unreachable: {exc}") from exc
+        if r.status_code < 300:
+            return True
+        # an ETag mismatch comes back as 409, or as 400/500 naming the ETag
+        if r.status_code == 409 or "etag" in r.text.lower():
+            return False
+        raise _failure("state transaction", r)
+
     async def get_text(self, key: str) -> str | None:
         v = await self.get(key)
         return v if isinstance(v, str) or v is None else json.dumps(v)
@@ -74,3 +128,16 @@ class StateStore:
 
     async def close(self) -> None:
         await self._clients.aclose()
+
+
+def _operation(op: Op) -> dict[str, Any]:
+    req: dict[str, Any] = {"key": op.key}
+    if not op.delete:
+        req["value"] = op.value
+    if op.etag is not None:
+        req["etag"] = op.etag
+    if op.etag is not None or op.create:
+        req["options"] = {"concurrency": "first-write"}
+    if op.ttl_s:
+        req["metadata"] = {"ttlInSeconds": str(op.ttl_s)}
+    return {"operation": "delete" if op.delete else "upsert", "request": req}
