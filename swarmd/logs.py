@@ -49,6 +49,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+#: client libraries whose INFO lines are one per request
+NOISY_LOGGERS = ("httpx", "httpcore")
+
+
 def setup_logging(fmt: str = "json", level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -58,3 +62,7 @@ def setup_logging(fmt: str = "json", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request at INFO: thousands of lines a second to the sidecar under
+    # load, a few percent of the app's CPU, and nothing our own logs do not say
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
