@@ -19,25 +19,19 @@ from typing import Any
 
 from dapr.ext.workflow import WorkflowActivityContext
 
-from swarmd.agents.config import Baseline, Profile, Template, effective
+from swarmd.agents.config import Baseline, Effective, Template
 from swarmd.agents.notify import notify
-from swarmd.agents.store import MEMORY_AGENT, UserStore, instance_id, now_iso, today
-from swarmd.engine.models import AgentInput, AgentOutput
-from swarmd.errors import ValidationFailed
+from swarmd.agents.rules import agent_input, check_turn, remembered, reply_fields
+from swarmd.agents.store import UserStore, now_iso, today
+from swarmd.engine import names
+from swarmd.engine.models import AgentOutput
 
-POLL = "swarmd.user_agent.poll"
-BEGIN_TURN = "swarmd.user_agent.begin_turn"
-FINISH_TURN = "swarmd.user_agent.finish_turn"
-FIRE_JOB = "swarmd.user_agent.fire_job"
+POLL = names.USER_AGENT_POLL
+BEGIN_TURN = names.USER_AGENT_BEGIN_TURN
+FINISH_TURN = names.USER_AGENT_FINISH_TURN
+FIRE_JOB = names.USER_AGENT_FIRE_JOB
 
 Activity = Callable[[WorkflowActivityContext, dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-def memory_prompt(memory: list[dict[str, str]]) -> str:
-    if not memory:
-        return ""
-    lines = [f"{m['role']}: {m['content']}" for m in memory]
-    return "\n\nConversation so far:\n" + "\n".join(lines)
 
 
 def make_activities(
@@ -58,45 +52,17 @@ def make_activities(
             raw_profile = await store.get(user, "profile")
             if msg is None or raw_profile is None:
                 return {"status": "skip"}
-            profile = Profile.model_validate(raw_profile)
-            template = templates.get(profile.template)
-            if template is None:
-                msg.update(status="failed", error=f"template {profile.template!r} is gone")
-                await store.put(user, "msg", seq, value=msg)
-                return {"status": "failed"}
-            try:
-                eff = effective(baseline, template, profile, msg.get("skill"))
-            except ValidationFailed as exc:  # e.g. the skill was removed after the message
-                msg.update(status="failed", error=exc.message, answered_at=now_iso())
-                await store.put(user, "msg", seq, value=msg)
-                notify(user, seq)
-                return {"status": "failed"}
             used = (await store.get(user, "usage", today()) or {}).get("tokens", 0)
-            if used >= eff.max_daily_tokens:
-                msg.update(
-                    status="budget_exhausted",
-                    error=(
-                        f"daily token budget exhausted: {used} of {eff.max_daily_tokens} tokens "
-                        "used today (UTC); it resets at 00:00 UTC"
-                    ),
-                    answered_at=now_iso(),
-                )
+            eff = check_turn(baseline, templates, raw_profile, msg, used)
+            if not isinstance(eff, Effective):
+                msg.update(eff)
                 await store.put(user, "msg", seq, value=msg)
-                notify(user, seq)
-                return {"status": "budget_exhausted"}
+                notify(user, seq, msg)
+                return {"status": eff["status"]}
             memory = await store.get(user, "memory") or []
             msg.update(status="running", started_at=now_iso())
             await store.put(user, "msg", seq, value=msg)
-        agent = AgentInput(
-            run_id=instance_id(user),
-            agent=MEMORY_AGENT,
-            role_prompt=eff.system_prompt + memory_prompt(memory),
-            task=msg["text"],
-            model=eff.model,
-            tools=eff.tools,
-            max_turns=eff.max_turns,
-            user=user,
-        )
+        agent = agent_input(user, eff, memory, msg["text"])
         return {"status": "run", "input": agent.model_dump(mode="json")}
 
     async def finish_turn(_: WorkflowActivityContext, inp: dict[str, Any]) -> dict[str, Any]:
@@ -109,25 +75,15 @@ def make_activities(
                 return {"status": "skip"}
             if msg["status"] != "running":  # a retried finish: already stored
                 return {"status": msg["status"]}
-            answered = out.status != "failed"
-            msg.update(
-                status="answered" if answered else "failed",
-                reply=out.content,
-                error=out.error,
-                usage={"tokens": out.usage.total_tokens, "calls": out.usage.calls},
-                answered_at=now_iso(),
-            )
+            msg.update(reply_fields(out))
             await store.put(user, "msg", seq, value=msg)
             await store.add_usage(user, out.usage.total_tokens, messages=1)
-            keep = baseline.memory_turns
-            if answered and keep:
-                memory = await store.get(user, "memory") or []
-                memory += [
-                    {"role": "user", "content": msg["text"]},
-                    {"role": "assistant", "content": out.content},
-                ]
-                await store.put(user, "memory", value=memory[-2 * keep :])
-        notify(user, seq)
+            memory = remembered(
+                await store.get(user, "memory") or [], msg["text"], out, baseline.memory_turns
+            )
+            if memory is not None:
+                await store.put(user, "memory", value=memory)
+        notify(user, seq, msg)
         return {"status": msg["status"]}
 
     async def fire_job(_: WorkflowActivityContext, inp: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +94,8 @@ def make_activities(
             if s is None or s.get("last_fire_at") == fire_at:  # cancelled, or a retry
                 return {"fired": False}
             msg = await store.enqueue(user, s["prompt"], "job", schedule_id=sid, fire_at=fire_at)
+            if msg is None:  # deprovisioned meanwhile
+                return {"fired": False}
             s.update(last_fire_at=fire_at, fired=int(s.get("fired", 0)) + 1)
             await store.put(user, "schedules", value=schedules)
             await store.add_usage(user, 0, jobs=1)

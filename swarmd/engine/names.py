@@ -20,6 +20,14 @@ CALL_LLM: Final = "swarmd.call_llm"
 CALL_TOOL: Final = "swarmd.call_tool"
 REDUCE_CHUNKS: Final = "swarmd.reduce_chunks"
 
+# Activities of the per-user agent (swarmd.user_agent)
+USER_AGENT_POLL: Final = "swarmd.user_agent.poll"  # v1
+USER_AGENT_BEGIN_TURN: Final = "swarmd.user_agent.begin_turn"  # v1
+USER_AGENT_FINISH_TURN: Final = "swarmd.user_agent.finish_turn"  # v1
+USER_AGENT_FIRE_JOB: Final = "swarmd.user_agent.fire_job"  # v1, v2
+USER_AGENT_TURN: Final = "swarmd.user_agent.turn"  # v2: a whole turn in one activity
+USER_AGENT_FAIL_TURN: Final = "swarmd.user_agent.fail_turn"  # v2: a turn out of retries
+
 #: spec pattern -> workflow registration name
 PATTERNS: Final[dict[str, str]] = {
     "scatter_gather": SCATTER_GATHER,
