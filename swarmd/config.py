@@ -84,6 +84,13 @@ class Settings(BaseSettings):
     agent_templates_dir: Path | None = Field(
         None, description="Extra directory of user-agent role templates (*.yaml)"
     )
+    user_agent_version: Literal["v1", "v2"] = Field(
+        "v2",
+        description=(
+            "Workflow version new user-agent generations run (v1: roll back; both stay "
+            "registered, so agents on either keep working)"
+        ),
+    )
     llm_retry_attempts: int = Field(6, ge=1, le=50)
     llm_retry_first_interval_s: float = Field(1.0, gt=0)
     llm_retry_max_interval_s: float = Field(30.0, gt=0)

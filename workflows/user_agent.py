@@ -1,8 +1,20 @@
 """``swarmd.user_agent``: one long-lived agent per user (instance ``user-agent-<user>``).
 
-Each generation of the workflow does one thing, then continues as new with a
-small carried state (the last processed message and each schedule's next fire
-time), so its history never grows:
+Two versions are registered (``swarmd.engine.runtime.WORKFLOWS``); both carry the
+same small state across continue-as-new (the last processed message and each
+schedule's next fire time), so a v1 generation continues as a v2 one.
+
+**v2** (:func:`user_agent_v2`, what new generations run): a loop of steps, each
+one activity, ``turn`` (:mod:`swarmd.agents.turn`): it answers the message after
+``done`` if there is one (the whole agent loop inside, every call journaled) and
+reports the schedules and whether a later message is already waiting. Between
+steps the workflow fires due schedules (``fire_job``) and, with nothing to do,
+waits for ``wake`` or the next schedule's durable timer. It continues as new
+after ``STEPS_PER_GENERATION`` steps, or after a wait that had a timer pending,
+so its history stays bounded. A message costs one wake event and one activity.
+
+**v1** (:func:`user_agent`, kept for generations started before the upgrade):
+each generation does one thing, then continues as new:
 
 1. ``poll``: the next inbox message after ``done`` (the inbox in the state store
    is the source of truth; the ``wake`` event is only a wake-up, so an event
@@ -31,11 +43,15 @@ from dapr.ext.workflow._durabletask.task import TaskFailedError
 from pydantic import BaseModel, ConfigDict, Field
 
 from swarmd.agents.activities import BEGIN_TURN, FINISH_TURN, FIRE_JOB, POLL
+from swarmd.agents.turn import FAIL_TURN, TURN
 from swarmd.engine import names
 from swarmd.engine.models import AgentOutput, RetrySpec, Usage
 from swarmd.engine.retry import call_activity
 
 WAKE_EVENT = "wake"
+#: v2: steps (activities) per generation before it continues as new; each step adds
+#: about six history events, so a generation's history stays under ~250 events
+STEPS_PER_GENERATION = 40
 
 
 class UserAgentState(BaseModel):
@@ -72,9 +88,7 @@ def user_agent(
         return {"status": "deprovisioned", "done": st.done}
     now = ctx.current_utc_datetime
     schedules = {s["id"]: s for s in polled["schedules"]}
-    next_at = {
-        sid: st.next_at.get(sid) or next_fire(s, now).isoformat() for sid, s in schedules.items()
-    }
+    next_at = _next_at(schedules, st.next_at, now)
     msg = polled["message"]
     if msg is not None:
         seq = int(msg["seq"])
@@ -128,4 +142,66 @@ def user_agent(
     else:
         yield wake
     ctx.continue_as_new(UserAgentState(user=st.user, done=st.done, next_at=next_at).model_dump())
+    return None
+
+
+def _next_at(
+    schedules: dict[str, dict[str, Any]], carried: dict[str, str], now: datetime
+) -> dict[str, str]:
+    return {sid: carried.get(sid) or next_fire(s, now).isoformat() for sid, s in schedules.items()}
+
+
+def user_agent_v2(
+    ctx: DaprWorkflowContext, raw: dict[str, Any]
+) -> Generator[Any, Any, dict[str, Any] | None]:
+    st = UserAgentState.model_validate(raw)
+    user, done, next_at = st.user, st.done, dict(st.next_at)
+    retry = RetrySpec()
+    for _ in range(STEPS_PER_GENERATION):
+        ctx.set_custom_status(json.dumps({"phase": "turn", "seq": done + 1, "done": done}))
+        try:
+            res = yield from call_activity(
+                ctx, TURN, {"user": user, "done": done}, retry, key=f"turn/{done}"
+            )
+        except TaskFailedError as err:  # out of retries: the message fails, the agent goes on
+            failed = yield from call_activity(
+                ctx,
+                FAIL_TURN,
+                {"user": user, "seq": done + 1, "error": err.details.message},
+                retry,
+                key=f"fail/{done + 1}",
+            )
+            if failed["seq"] is None:  # no message to blame: a real fault, as in v1
+                raise
+            done = int(failed["seq"])
+            continue
+        if not res["exists"]:
+            return {"status": "deprovisioned", "done": done}
+        if res["seq"] is not None:
+            done = int(res["seq"])
+        now = ctx.current_utc_datetime
+        schedules = {s["id"]: s for s in res["schedules"]}
+        next_at = _next_at(schedules, next_at, now)
+        due = sorted(
+            sid for sid, t in next_at.items() if _aware(datetime.fromisoformat(t), now) <= now
+        )
+        for sid in due:
+            yield from call_activity(
+                ctx,
+                FIRE_JOB,
+                {"user": user, "schedule_id": sid, "fire_at": next_at[sid]},
+                retry,
+                key=f"job/{sid}/{next_at[sid]}",
+            )
+            next_at[sid] = next_fire(schedules[sid], now).isoformat()
+        if res["more"] or due:
+            continue
+        ctx.set_custom_status(json.dumps({"phase": "idle", "seq": None, "done": done}))
+        wake = ctx.wait_for_external_event(WAKE_EVENT)
+        if next_at:
+            first = min(_aware(datetime.fromisoformat(t), now) for t in next_at.values())
+            yield when_any([wake, ctx.create_timer(first)])
+            break  # a fresh generation: the timer still pending is dropped with the history
+        yield wake
+    ctx.continue_as_new(UserAgentState(user=user, done=done, next_at=next_at).model_dump())
     return None

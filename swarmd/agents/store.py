@@ -6,25 +6,34 @@ not derived from the message counter is recorded in the user's index
 (``agent|u|index``); deprovisioning deletes the derived keys, the indexed keys
 and the index, then reads every one back to prove it is gone.
 
-Mutations of one user's records happen under the user's distributed lock
-``turn.<u>`` (the API and the workflow's activities both write them); a turn's
-side effects hold it with the ``busy.user.<u>`` marker. One lock per user, not
-one per purpose: every lock operation also updates the owner registry.
+Writes that can race are guarded in one of two ways:
+
+* compare-and-set on ETags, for the hot path: a new message (:meth:`UserStore.enqueue`:
+  the inbox counter's ETag, and the profile's, so nothing lands after deprovisioning)
+  and, in workflow v2, a turn's writes (``swarmd.agents.turn``);
+* the user's distributed lock ``turn.<u>`` for the rest (provisioning, customising,
+  schedules, deprovisioning, and v1's turn activities, which add the
+  ``busy.user.<u>`` marker). One lock per user, not one per purpose: every lock
+  operation also updates the owner registry.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from swarmd.activities.tools import LockFn
 from swarmd.agents.config import USER_ID_RE
-from swarmd.engine.state import StateStore
+from swarmd.engine.state import Op, StateStore
+from swarmd.errors import DependencyUnavailable
 
 MEMORY_AGENT = "assistant"
 LOCK_TTL_S = 60
+ENQUEUE_ATTEMPTS = 20
 WORKFLOW_PREFIX = "user-agent-"
 
 
@@ -49,6 +58,18 @@ def parse_message_id(mid: str) -> int | None:
     if mid.startswith("m") and mid[1:].isdigit():
         return int(mid[1:])
     return None
+
+
+def usage_plus(
+    usage: dict[str, int] | None, tokens: int, messages: int = 0, jobs: int = 0
+) -> dict[str, int]:
+    """A usage record (``tokens``, ``messages``, ``jobs``) with the given amounts added."""
+    u = usage or {"tokens": 0, "messages": 0, "jobs": 0}
+    return {
+        "tokens": u["tokens"] + tokens,
+        "messages": u["messages"] + messages,
+        "jobs": u["jobs"] + jobs,
+    }
 
 
 def today() -> str:
@@ -95,36 +116,58 @@ class UserStore:
         async with self.locked(user):
             await self.record(user, full_key)
 
-    async def enqueue(self, user: str, text: str, kind: str, **extra: Any) -> dict[str, Any]:
-        """Append a message to the user's inbox; returns its record (call under lock)."""
-        seq = int(await self.get(user, "seq") or 0) + 1
-        msg = {
-            "message_id": message_id(seq),
-            "seq": seq,
-            "kind": kind,
-            "text": text,
-            "status": "queued",
-            "reply": None,
-            "error": None,
-            "usage": None,
-            "created_at": now_iso(),
-            "answered_at": None,
-            **extra,
-        }
-        await self.put(user, "msg", seq, value=msg)
-        await self.put(user, "seq", value=seq)
-        return msg
+    async def enqueue(
+        self,
+        user: str,
+        text: str,
+        kind: str,
+        check: Callable[[dict[str, Any]], None] | None = None,
+        **extra: Any,
+    ) -> dict[str, Any] | None:
+        """Append a message to the user's inbox; its record, or None if the user has no
+        agent. ``check(profile)`` may refuse it (by raising) before anything is written.
+
+        Lock-free: one read of the profile and the inbox counter, then one transaction
+        that bumps the counter by compare-and-set on its ETag (so concurrent senders
+        get distinct numbers) and rewrites the profile with its ETag (so nothing is
+        added once deprovisioning deleted it)."""
+        pkey, ckey = key(user, "profile"), key(user, "seq")
+        for attempt in range(ENQUEUE_ATTEMPTS):
+            snap = await self.state.get_many([pkey, ckey])
+            profile, counter = snap[pkey], snap[ckey]
+            if profile.value is None:
+                return None
+            if check is not None:
+                check(profile.value)
+            seq = int(counter.value or 0) + 1
+            msg = {
+                "message_id": message_id(seq),
+                "seq": seq,
+                "kind": kind,
+                "text": text,
+                "status": "queued",
+                "reply": None,
+                "error": None,
+                "usage": None,
+                "created_at": now_iso(),
+                "answered_at": None,
+                **extra,
+            }
+            ops = [
+                Op(pkey, profile.value, etag=profile.etag),
+                Op(ckey, seq, etag=counter.etag, create=counter.etag is None),
+                Op(key(user, "msg", seq), msg),
+            ]
+            if await self.state.transact(ops):
+                return msg
+            await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # another sender won
+        raise DependencyUnavailable(f"inbox of {user!r}: too many concurrent senders, retry")
 
     async def add_usage(self, user: str, tokens: int, messages: int = 0, jobs: int = 0) -> None:
         """Add to today's and the all-time usage (call under lock)."""
         day = today()
         for parts in (("usage", day), ("usage",)):
-            u = await self.get(user, *parts) or {"tokens": 0, "messages": 0, "jobs": 0}
-            u = {
-                "tokens": u["tokens"] + tokens,
-                "messages": u["messages"] + messages,
-                "jobs": u["jobs"] + jobs,
-            }
+            u = usage_plus(await self.get(user, *parts), tokens, messages, jobs)
             await self.put(user, *parts, value=u)
         await self.record(user, key(user, "usage", day))
 
@@ -133,4 +176,5 @@ class UserStore:
         seq = int(await self.get(user, "seq") or 0)
         fixed = [key(user, p) for p in ("profile", "seq", "memory", "schedules", "usage", "index")]
         msgs = [key(user, "msg", i) for i in range(1, seq + 1)]
-        return [*fixed, *msgs, *await self.index(user)]
+        journals = [key(user, "turn", i) for i in range(1, seq + 1)]  # v2's per-turn journal
+        return [*fixed, *msgs, *journals, *await self.index(user)]

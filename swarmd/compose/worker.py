@@ -21,18 +21,20 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dapr.ext.workflow import WorkflowRuntime
+from dapr.ext.workflow import WorkflowActivityContext, WorkflowRuntime
 from dapr.ext.workflow.logger import LoggerOptions
 from openai import AsyncOpenAI
 
-from swarmd.activities.llm import LLMObserver, make_call_llm, traced_tool
+from swarmd.activities.llm import LLMObserver, complete, make_call_llm, traced_tool
 from swarmd.activities.reduce import make_reduce_chunks
 from swarmd.activities.tools import ToolDeps, make_call_tool
 from swarmd.agents.activities import make_activities as make_user_agent_activities
 from swarmd.agents.config import Baseline, Template
 from swarmd.agents.store import UserStore
+from swarmd.agents.turn import make_turn_activities
 from swarmd.config import Settings
 from swarmd.engine import names
+from swarmd.engine.models import LLMRequest, LLMResult
 from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.pulse import Pulse
 from swarmd.engine.state import StateStore
@@ -43,7 +45,7 @@ from swarmd.workflows.debate import debate
 from swarmd.workflows.pipeline import pipeline
 from swarmd.workflows.scatter_gather import scatter_gather
 from swarmd.workflows.supervisor import supervisor
-from swarmd.workflows.user_agent import user_agent
+from swarmd.workflows.user_agent import user_agent, user_agent_v2
 
 Workflow = Callable[..., Any]
 
@@ -57,7 +59,7 @@ WORKFLOWS: dict[str, list[tuple[str, Workflow]]] = {
     names.DEBATE: [("v1", debate)],
     names.PIPELINE: [("v1", pipeline)],
     names.AGENT_LOOP: [("v1", agent_loop)],
-    names.USER_AGENT: [("v1", user_agent)],
+    names.USER_AGENT: [("v1", user_agent), ("v2", user_agent_v2)],
 }
 
 
@@ -87,6 +89,15 @@ class Registrar:
 
     def activity(self, name: str, fn: Callable[..., Any]) -> None:
         self.rt.register_activity(self.wrap(_fresh(fn)), name=name)
+
+
+def latest_last(
+    versions: Sequence[tuple[str, Workflow]], latest: str
+) -> list[tuple[str, Workflow]]:
+    """``versions`` reordered so that ``latest`` is registered as the latest one."""
+    if latest not in {v for v, _ in versions}:
+        raise ValueError(f"no workflow version {latest!r} (have {[v for v, _ in versions]})")
+    return [*(x for x in versions if x[0] != latest), *(x for x in versions if x[0] == latest)]
 
 
 def _fresh(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -130,14 +141,23 @@ def build_worker(
     for name, versions in WORKFLOWS.items():
         if name == names.AGENT_LOOP:  # records each agent's span when its loop returns
             versions = [(v, traced_agent_loop(fn, obs.tracer)) for v, fn in versions]
+        if name == names.USER_AGENT:  # the operator's pick is what new generations get
+            versions = latest_last(versions, settings.user_agent_version)
         reg.workflow(name, versions)
     payloads = PayloadStore(state, settings.payload_ref_bytes)
     reg.activity(names.CALL_LLM, make_call_llm(llm_client, payloads, obs))
     reg.activity(names.REDUCE_CHUNKS, make_reduce_chunks(llm_client, state, payloads, obs))
-    reg.activity(names.CALL_TOOL, traced_tool(make_call_tool(tool_deps), obs))
+    call_tool = traced_tool(make_call_tool(tool_deps), obs)
+    reg.activity(names.CALL_TOOL, call_tool)
     baseline, templates = agent_config
     for name, fn in make_user_agent_activities(users, baseline, templates).items():
-        reg.activity(name, fn)
+        reg.activity(name, fn)  # v1's, for generations started before the upgrade
+
+    async def user_llm(ctx: WorkflowActivityContext, req: LLMRequest) -> LLMResult:
+        return await complete(llm_client, req, None, obs, ctx.workflow_id)
+
+    for name, fn in make_turn_activities(state, baseline, templates, user_llm, call_tool).items():
+        reg.activity(name, fn)  # v2's turn
     for module in settings.plugins:
         importlib.import_module(module).register(reg)
     return rt

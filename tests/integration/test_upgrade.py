@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -89,3 +90,74 @@ def test_in_flight_run_finishes_on_its_version_across_a_deploy(
     assert control["output"]["version"] == "v2"
     preflight_answer = control["output"]["answers"][0]
     assert "upgrade step one" in preflight_answer  # not the preflight's own answer
+
+
+def redeploy(stack: Stack, user_agent_version: str) -> None:
+    """A deploy whose new user-agent generations run ``user_agent_version``."""
+    stack.kill("app", sig=15)
+    stack.app_env["SWARMD_USER_AGENT_VERSION"] = user_agent_version
+    stack.restart_app()
+    stack.wait_app_ready(stack.procs["app"])
+
+
+@pytest.fixture
+def v1_stack(stack: Stack) -> Iterator[Stack]:
+    redeploy(stack, "v1")
+    yield stack
+    stack.app_env.pop("SWARMD_USER_AGENT_VERSION", None)  # back to the default for the others
+    redeploy(stack, "v2")
+
+
+def test_a_user_agent_started_on_v1_keeps_working_after_the_upgrade(
+    v1_stack: Stack, api: httpx.Client, model_server: httpx.Client, calls_since: Any
+) -> None:
+    stack = v1_stack
+    user = f"upg-{uuid.uuid4().hex[:8]}"
+    r = api.post("/v1/agents", json={"user_id": user, "template": "manager"})
+    assert r.status_code == 201, r.text
+
+    def send(text: str) -> str:
+        r = api.post(f"/v1/agents/{user}/messages", json={"text": text})
+        assert r.status_code == 202, r.text
+        return str(r.json()["message_id"])
+
+    def answered(mid: str) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            m: dict[str, Any] = api.get(
+                f"/v1/agents/{user}/messages/{mid}", params={"wait_s": 5}
+            ).json()
+            return m if m["status"] in ("answered", "failed") else None
+
+        msg: dict[str, Any] = wait_until(done, timeout_s=120, what=f"reply to {mid}")
+        assert msg["status"] == "answered", msg
+        return msg
+
+    answered(send("first, on v1"))
+    # v1 runs each turn's agent loop as a child workflow: that is how we know it ran v1
+    assert api.get(f"/v1/runs/user-agent-{user}.t1").status_code == 200
+
+    model_server.put("/_control/faults", json=[{"model": "*", "latency_ms": 2000}])
+    mid = send("second, in flight across the upgrade")
+    wait_until(
+        lambda: api.get(f"/v1/agents/{user}/messages/{mid}").json()["status"] == "running",
+        what="the v1 turn to start",
+    )
+    redeploy(stack, "v2")  # the deploy: v2 becomes what new generations run
+    model_server.put("/_control/faults", json=[])
+    answered(mid)  # finished by its v1 generation (its agent-loop child is there)
+    assert api.get(f"/v1/runs/user-agent-{user}.t2").status_code == 200
+
+    calls = calls_since(user=user)
+    third = answered(send("third, on v2"))
+    assert api.get(f"/v1/runs/user-agent-{user}.t3").status_code == 404  # no child on v2
+    assert len([c for c in calls() if c["status"] == 200]) == 1  # one model call, once
+    usage = api.get(f"/v1/agents/{user}/usage").json()["today"]
+    assert usage["messages"] == 3 and third["reply"]
+    mem = api.get(f"/v1/agents/{user}/memory").json()["memory"]
+    assert [m["content"] for m in mem if m["role"] == "user"] == [
+        "first, on v1",
+        "second, in flight across the upgrade",
+        "third, on v2",
+    ]
+    report = api.delete(f"/v1/agents/{user}").json()
+    assert report["clean"] is True, report

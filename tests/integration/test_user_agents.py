@@ -285,3 +285,39 @@ def test_a_turn_resumes_after_an_app_sigkill_mid_turn(
     assert second["status"] == "answered"
     usage = api.get(f"/v1/agents/{user}/usage").json()["today"]
     assert usage["messages"] == 2  # the interrupted turn was stored once
+
+
+def test_a_crash_after_a_tool_call_resumes_at_the_next_call(
+    api: httpx.Client,
+    healthy_stack: Stack,
+    model_server: httpx.Client,
+    calls_since: Any,
+) -> None:
+    """v2 journals every call of a turn: a SIGKILL after the tool ran (and while the
+    model writes the final answer) neither asks the model for the tool call again nor
+    runs the tool again (an append, so running it twice would show)."""
+    stack = healthy_stack
+    user = uid("journal")
+    provision(api, user)
+    calls = calls_since(user=user)
+    model_server.put("/_control/faults", json=[{"model": "*", "latency_ms": 2500}])
+    text = 'use tool memory_write with {"key": "log", "value": "once", "append": true}'
+    mid = send(api, user, text)
+    journal_key = f"agent|{user}|turn|1"
+    wait_until(
+        lambda: len((state_key(stack, journal_key) or {}).get("calls", {})) >= 2,
+        timeout_s=60,
+        what="the model's tool call and the tool's result in the turn's journal",
+    )
+    stack.kill("app")  # SIGKILL while the model writes the final answer
+    stack.restart_app()
+    stack.wait_app_ready(stack.procs["app"])
+    model_server.put("/_control/faults", json=[])
+    msg = reply(api, user, mid)
+    assert msg["status"] == "answered" and "tool said" in msg["reply"], msg
+    assert state_key(stack, f"memory|user:{user}|assistant|log") == "once"  # appended once
+    first = next(c for c in calls() if c["status"] == 200)["messages_sha256"]
+    assert [c["messages_sha256"] for c in calls()].count(first) == 1  # never asked again
+    assert state_key(stack, journal_key) is None  # the journal goes with the stored reply
+    usage = api.get(f"/v1/agents/{user}/usage").json()["today"]
+    assert usage["messages"] == 1
