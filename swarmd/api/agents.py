@@ -327,19 +327,28 @@ async def customise(user_id: UserId, body: Customise, c: CtxDep) -> dict[str, An
 @router.post("/{user_id}/messages", status_code=status.HTTP_202_ACCEPTED)
 async def post_message(user_id: UserId, body: NewMessage, c: CtxDep) -> dict[str, Any]:
     """Queue a message for the user's agent; 202 with its id. Answered in order."""
-    p = await c.profile(user_id)
-    if body.skill is not None and body.skill not in p.skills:
-        raise ValidationFailed(f"skill: user has no skill named {body.skill!r}", field="skill")
-    async with c.store.locked(user_id):
-        msg = await c.store.enqueue(user_id, body.text, "user", skill=body.skill)
+    check_user_id(user_id)
+
+    def check(raw_profile: dict[str, Any]) -> None:
+        if body.skill is not None and body.skill not in Profile.model_validate(raw_profile).skills:
+            raise ValidationFailed(f"skill: user has no skill named {body.skill!r}", field="skill")
+
+    msg = await c.store.enqueue(user_id, body.text, "user", check=check, skill=body.skill)
+    if msg is None:
+        raise AgentNotFound(f"no agent for user {user_id!r}", field="user_id")
     await c.wake(user_id)
     return {"message_id": msg["message_id"], "status": msg["status"], "seq": msg["seq"]}
 
 
 async def _message(c: Ctx, user: str, mid: str) -> dict[str, Any]:
-    await c.profile(user)
+    """The user's message ``mid`` (one read: the profile and the message together)."""
+    check_user_id(user)
     seq = parse_message_id(mid)
-    msg = await c.store.get(user, "msg", seq) if seq is not None else None
+    keys = [key(user, "profile"), *([key(user, "msg", seq)] if seq is not None else [])]
+    snap = await c.store.state.get_many(keys)
+    if snap[keys[0]].value is None:
+        raise AgentNotFound(f"no agent for user {user!r}", field="user_id")
+    msg = snap[keys[1]].value if seq is not None else None
     if msg is None:
         raise NotFound(f"no message {mid!r} for user {user!r}", field="message_id")
     return dict(msg)
@@ -365,35 +374,46 @@ async def get_message(
     """The message and its reply (``status``: queued, running, answered, failed,
     budget_exhausted). ``wait_s`` long-polls until the reply is there."""
     deadline = time.monotonic() + wait_s
-    msg = await _message(c, user_id, message_id)
-    while msg["status"] not in FINAL and time.monotonic() < deadline:
-        # woken at once when this process stores the reply; re-read now and then anyway
-        with notify.waiter(user_id, msg["seq"]) as stored:
-            msg = await c.store.get(user_id, "msg", msg["seq"]) or msg
+    seq = parse_message_id(message_id) or 0
+    msg: dict[str, Any] | None = None
+    while True:
+        # registered before the read, so a reply stored in between is not missed; woken
+        # with the stored message when this process stores it, re-read now and then anyway
+        with notify.waiter(user_id, seq) as stored:
+            if msg is None:
+                msg = await _message(c, user_id, message_id)
+            else:
+                msg = await c.store.get(user_id, "msg", seq) or msg
             left = min(WAIT_POLL_S, deadline - time.monotonic())
-            if msg["status"] not in FINAL and left > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stored.wait(), left)
-    return msg
+            if msg["status"] in FINAL or left <= 0:
+                return msg
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stored.wait(), left)
+            if stored.msg is not None and stored.msg["status"] in FINAL:
+                return stored.msg
 
 
 @router.get("/{user_id}/messages/{message_id}/stream", response_class=StreamingResponse)
 async def stream_message(
     user_id: UserId, message_id: str, c: CtxDep, settings: SettingsDep
 ) -> StreamingResponse:
-    """Server-sent events: the message's status changes, then the reply."""
+    """Server-sent events: the message's status changes, then the reply (sent as soon
+    as this process stores it; other changes are seen every ``sse_poll_s``)."""
     await _message(c, user_id, message_id)
+    seq = parse_message_id(message_id) or 0
 
     async def events() -> AsyncIterator[str]:
         last = None
         while True:
-            msg = await _message(c, user_id, message_id)
-            if msg["status"] != last:
-                last = msg["status"]
-                yield f"event: {last}\ndata: {json.dumps(msg)}\n\n"
-            if last in FINAL:
-                return
-            await asyncio.sleep(settings.sse_poll_s)
+            with notify.waiter(user_id, seq) as stored:
+                msg = await _message(c, user_id, message_id)
+                if msg["status"] != last:
+                    last = msg["status"]
+                    yield f"event: {last}\ndata: {json.dumps(msg)}\n\n"
+                if last in FINAL:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stored.wait(), settings.sse_poll_s)
 
     return StreamingResponse(events(), media_type="text/event-stream")
 
