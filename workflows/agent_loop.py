@@ -29,53 +29,59 @@ from swarmd.engine.models import (
 from swarmd.engine.retry import call_activity
 
 
-def agent_loop(
-    ctx: DaprWorkflowContext, raw: dict[str, Any]
-) -> Generator[Any, Any, dict[str, Any]]:
-    inp = AgentInput.model_validate(raw)
-    retry = inp.retry
-    messages: list[dict[str, Any]] = [
-        {"role": "system", "content": inp.role_prompt},
-        {"role": "user", "content": inp.task},
-    ]
-    tool_specs = [tool_schema(t) for t in inp.tools] or None
-    usage = Usage()
-    last = ""
-    for turn in range(1, inp.max_turns + 1):
-        req = LLMRequest(
+class Conversation:
+    """An agent loop's state between model turns, shared by this workflow and by the
+    in-activity loop of the user agent's v2 turn (``swarmd.agents.turn``): the
+    messages so far, usage, the last answer. Pure and deterministic."""
+
+    def __init__(self, inp: AgentInput) -> None:
+        self.inp = inp
+        self.messages: list[dict[str, Any]] = [
+            {"role": "system", "content": inp.role_prompt},
+            {"role": "user", "content": inp.task},
+        ]
+        self.tool_specs = [tool_schema(t) for t in inp.tools] or None
+        self.usage = Usage()
+        self.last = ""
+
+    def request(self) -> LLMRequest:
+        inp = self.inp
+        return LLMRequest(
             run_id=inp.run_id,
             agent=inp.agent,
             model=inp.model,
-            messages=messages,
-            tools=tool_specs,
+            messages=self.messages,
+            tools=self.tool_specs,
             user=inp.user,
             trace=inp.trace,
             offload_above=inp.offload_above,
         )
-        try:
-            raw_res = yield from call_activity(ctx, names.CALL_LLM, req, retry, key=f"llm/{turn}")
-        except TaskFailedError as err:
-            return AgentOutput(
-                agent=inp.agent,
-                status="failed",
-                content=last,
-                turns=turn,
-                usage=usage,
-                error=err.details.message,
-            ).model_dump()
-        res = LLMResult.model_validate(raw_res)
-        usage = usage.add(res.usage)
-        last = res.content or last
+
+    def failed(self, turn: int, error: str) -> AgentOutput:
+        return AgentOutput(
+            agent=self.inp.agent,
+            status="failed",
+            content=self.last,
+            turns=turn,
+            usage=self.usage,
+            error=error,
+        )
+
+    def answered(self, turn: int, res: LLMResult) -> AgentOutput | None:
+        """Take the model's answer: the agent's output if it called no tools, else None
+        (its tool calls are in the conversation; run :meth:`tool_inputs` next)."""
+        self.usage = self.usage.add(res.usage)
+        self.last = res.content or self.last
         if not res.tool_calls:
             return AgentOutput(
-                agent=inp.agent,
+                agent=self.inp.agent,
                 status="answered",
                 content=res.content or "",
                 turns=turn,
-                usage=usage,
+                usage=self.usage,
                 content_chars=res.content_chars,
-            ).model_dump()
-        messages.append(
+            )
+        self.messages.append(
             {
                 "role": "assistant",
                 "content": res.content,
@@ -89,29 +95,60 @@ def agent_loop(
                 ],
             }
         )
-        outputs = yield when_all(
-            [
-                ctx.call_activity(
-                    names.CALL_TOOL,
-                    input={
-                        "run_id": inp.run_id,
-                        "agent": inp.agent,
-                        "name": c.name,
-                        "arguments": c.arguments,
-                        "allowed": inp.tools,
-                        "user": inp.user,
-                        # the run's trace, for the tool's span (taken off before the tool)
-                        **({"trace": inp.trace} if inp.trace else {}),
-                    },
-                )
-                for c in res.tool_calls
-            ]
-        )
+        return None
+
+    def tool_inputs(self, res: LLMResult) -> list[dict[str, Any]]:
+        """The ``swarmd.call_tool`` input of each tool call of ``res``."""
+        inp = self.inp
+        return [
+            {
+                "run_id": inp.run_id,
+                "agent": inp.agent,
+                "name": c.name,
+                "arguments": c.arguments,
+                "allowed": inp.tools,
+                "user": inp.user,
+                # the run's trace, for the tool's span (taken off before the tool)
+                **({"trace": inp.trace} if inp.trace else {}),
+            }
+            for c in res.tool_calls
+        ]
+
+    def tool_results(self, res: LLMResult, outputs: list[Any]) -> None:
         for c, out in zip(res.tool_calls, outputs, strict=True):
-            messages.append({"role": "tool", "tool_call_id": c.id, "content": json.dumps(out)})
-    return AgentOutput(
-        agent=inp.agent, status="max_turns", content=last, turns=inp.max_turns, usage=usage
-    ).model_dump()
+            self.messages.append({"role": "tool", "tool_call_id": c.id, "content": json.dumps(out)})
+
+    def out_of_turns(self) -> AgentOutput:
+        return AgentOutput(
+            agent=self.inp.agent,
+            status="max_turns",
+            content=self.last,
+            turns=self.inp.max_turns,
+            usage=self.usage,
+        )
+
+
+def agent_loop(
+    ctx: DaprWorkflowContext, raw: dict[str, Any]
+) -> Generator[Any, Any, dict[str, Any]]:
+    inp = AgentInput.model_validate(raw)
+    conv = Conversation(inp)
+    for turn in range(1, inp.max_turns + 1):
+        try:
+            raw_res = yield from call_activity(
+                ctx, names.CALL_LLM, conv.request(), inp.retry, key=f"llm/{turn}"
+            )
+        except TaskFailedError as err:
+            return conv.failed(turn, err.details.message).model_dump()
+        res = LLMResult.model_validate(raw_res)
+        out = conv.answered(turn, res)
+        if out is not None:
+            return out.model_dump()
+        outputs = yield when_all(
+            [ctx.call_activity(names.CALL_TOOL, input=t) for t in conv.tool_inputs(res)]
+        )
+        conv.tool_results(res, outputs)
+    return conv.out_of_turns().model_dump()
 
 
 def tool_schema(name: str) -> dict[str, Any]:

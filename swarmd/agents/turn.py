@@ -48,10 +48,10 @@ from swarmd.agents.notify import notify
 from swarmd.agents.rules import FINAL, agent_input, check_turn, remembered, reply_fields
 from swarmd.agents.store import MEMORY_AGENT, key, message_id, now_iso, today, usage_plus
 from swarmd.engine import names
-from swarmd.engine.models import AgentInput, AgentOutput, LLMRequest, LLMResult, ToolCall, Usage
+from swarmd.engine.models import AgentInput, AgentOutput, LLMRequest, LLMResult, Usage
 from swarmd.engine.state import Entry, Op, StateStore
 from swarmd.errors import NonRetryableActivityError, RetryableActivityError
-from swarmd.workflows.agent_loop import tool_schema
+from swarmd.workflows.agent_loop import Conversation
 
 TURN = names.USER_AGENT_TURN
 FAIL_TURN = names.USER_AGENT_FAIL_TURN
@@ -173,23 +173,10 @@ def make_turn_activities(
     async def run_agent(
         ctx: WorkflowActivityContext, inp: AgentInput, seq: int, journal: CallJournal
     ) -> AgentOutput:
-        """The agent loop (see ``swarmd.workflows.agent_loop``), each call journaled."""
-        messages: list[dict[str, Any]] = [
-            {"role": "system", "content": inp.role_prompt},
-            {"role": "user", "content": inp.task},
-        ]
-        tool_specs = [tool_schema(t) for t in inp.tools] or None
-        usage = Usage()
-        last = ""
+        """The agent loop of ``swarmd.workflows.agent_loop``, each call journaled."""
+        conv = Conversation(inp)
         for turn in range(1, inp.max_turns + 1):
-            req = LLMRequest(
-                run_id=inp.run_id,
-                agent=inp.agent,
-                model=inp.model,
-                messages=messages,
-                tools=tool_specs,
-                user=inp.user,
-            )
+            req = conv.request()
 
             async def ask(req: LLMRequest = req) -> dict[str, Any]:
                 return (await llm(ctx, req)).model_dump()
@@ -202,69 +189,23 @@ def make_turn_activities(
                     keep=lambda r: bool(r.get("tool_calls")),
                 )
             except NonRetryableActivityError as exc:
-                return AgentOutput(
-                    agent=inp.agent,
-                    status="failed",
-                    content=last,
-                    turns=turn,
-                    usage=usage,
-                    error=exc.message,
-                )
+                return conv.failed(turn, exc.message)
             res = LLMResult.model_validate(raw)
-            usage = usage.add(res.usage)
-            last = res.content or last
-            if not res.tool_calls:
-                return AgentOutput(
-                    agent=inp.agent,
-                    status="answered",
-                    content=res.content or "",
-                    turns=turn,
-                    usage=usage,
-                    content_chars=res.content_chars,
-                )
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": res.content,
-                    "tool_calls": [
-                        {
-                            "id": c.id,
-                            "type": "function",
-                            "function": {"name": c.name, "arguments": c.arguments},
-                        }
-                        for c in res.tool_calls
-                    ],
-                }
-            )
-
-            async def use(c: ToolCall) -> dict[str, Any]:
-                return await tool(
-                    ctx,
-                    {
-                        "run_id": inp.run_id,
-                        "agent": inp.agent,
-                        "name": c.name,
-                        "arguments": c.arguments,
-                        "allowed": inp.tools,
-                        "user": inp.user,
-                    },
-                )
-
+            out = conv.answered(turn, res)
+            if out is not None:
+                return out
             outputs = await asyncio.gather(
                 *(
                     journal.once(
                         call_key(seq, turn, i),
-                        {"name": c.name, "arguments": c.arguments},
-                        functools.partial(use, c),
+                        {"name": t["name"], "arguments": t["arguments"]},
+                        functools.partial(tool, ctx, t),
                     )
-                    for i, c in enumerate(res.tool_calls, start=1)
+                    for i, t in enumerate(conv.tool_inputs(res), start=1)
                 )
             )
-            for c, out in zip(res.tool_calls, outputs, strict=True):
-                messages.append({"role": "tool", "tool_call_id": c.id, "content": json.dumps(out)})
-        return AgentOutput(
-            agent=inp.agent, status="max_turns", content=last, turns=inp.max_turns, usage=usage
-        )
+            conv.tool_results(res, list(outputs))
+        return conv.out_of_turns()
 
     async def end_turn(
         user: str,
