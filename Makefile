@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup venv dapr redis chromium chart-tools run demo up test test-fast test-chart lint fmt bench chaos clean
+.PHONY: help setup venv dapr redis chromium chart-tools run demo up test test-fast test-chart test-pubsub lint fmt bench chaos clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ test: setup chart-tools lint ## the whole test suite: unit, chart, integration
 test-chart: chart-tools ## only the Helm chart checks
 	$(BIN)/pytest tests/chart
 
+test-pubsub: setup ## the pub/sub tests at full size: 300 tasks, two app SIGKILLs (~10 min)
+	SWARMD_PUBSUB_TASKS=300 $(BIN)/pytest tests/integration/test_pubsub.py
+
 test-fast: venv ## unit tests only (no stack)
 	$(BIN)/pytest -m "not integration"
 
@@ -61,6 +64,7 @@ bench: setup ## benchmarks: figures and method in docs/benchmarks.md
 	$(BIN)/python -m bench.scatter_gather
 	$(BIN)/python -m bench.watchdog_reclaim
 	$(BIN)/python -m bench.user_agents
+	$(BIN)/python -m bench.pubsub
 
 # the chaos suite (not in `make test`: ~10 min per seed at the defaults); docs/reliability.md
 CHAOS_SEEDS ?= 1 2

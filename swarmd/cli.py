@@ -65,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
             "--task", default="Write a short briefing on durable execution for AI agents."
         )
         p.add_argument("--data-dir", default=None, help="where logs and state go (default .data)")
+        p.add_argument(
+            "--replicas",
+            type=int,
+            choices=range(1, 5),
+            default=1,
+            metavar="N",
+            help="app + daprd pairs (1-4) on one control plane, consuming swarm.tasks together",
+        )
     from swarmd import console
 
     console.add_commands(sub)

@@ -153,6 +153,23 @@ class Settings(BaseSettings):
         1.0, gt=0, le=60, description="How often this process publishes the calls it has in flight"
     )
 
+    # -- Pub/sub (swarmd.api.pubsub, swarmd.engine.outbox): the Dapr component must exist
+    pubsub_enabled: bool = Field(
+        False,
+        description="Start runs from swarm.tasks; publish swarm.results and swarm.events",
+    )
+    pubsub_name: str = Field("pubsub", min_length=1, description="Dapr pub/sub component")
+    app_api_token: SecretStr | None = Field(
+        None,
+        validation_alias="APP_API_TOKEN",
+        description="Token daprd sends as dapr-api-token; the subscriber refuses calls without",
+    )
+    pubsub_max_in_flight: int = Field(
+        64,
+        ge=1,
+        description="Runs in flight (cluster-wide) at which swarm.tasks messages get RETRY",
+    )
+
     # -- Local stack
     data_dir: Path = Path(".data")
     log_format: Literal["json", "text"] = "json"

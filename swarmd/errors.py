@@ -5,6 +5,7 @@
     SwarmdError                      base; never raised itself
     ├── RequestError                 the caller sent something we refuse (4xx)
     │   ├── ValidationFailed         422 body/spec invalid; names the field
+    │   ├── MalformedMessage         400 a pub/sub message that is not a JSON object
     │   ├── UnknownSwarm             422 no such swarm pattern (names the field)
     │   ├── NotFound                 404 no such record (message, schedule)
     │   ├── RunNotFound              404 no such run id
@@ -59,6 +60,13 @@ class RequestError(SwarmdError):
 class ValidationFailed(RequestError):
     status_code = 422
     code = "validation_failed"
+
+
+class MalformedMessage(RequestError):
+    """A ``swarm.tasks`` message whose data is not JSON, or not a JSON object."""
+
+    status_code = 400
+    code = "bad_json"
 
 
 class UnknownSwarm(RequestError):

@@ -30,6 +30,15 @@ Series (``swarm`` is the spec name, ``model`` the gateway alias)::
     swarmd_revival_stuck_seconds              how long a revived run had made no progress
     swarmd_runs_stuck                         runs the supervisor's last pass found stuck
                                               (0 on replicas that did not lead it)
+    swarmd_pubsub_tasks_total{outcome}        swarm.tasks messages this process answered:
+                                              started, existing (a redelivery or a repeat),
+                                              retry (backpressure or a sidecar error), dead
+    swarmd_pubsub_dead_letters_total{reason}  swarm.tasks.dead messages, once each cluster-wide
+                                              (the replica that consumed it counts it), by
+                                              reason: bad_json, validation_failed,
+                                              unknown_swarm, run_conflict, forwarded_by_dapr
+    swarmd_outbox_published_total{topic}      result/progress events published from the outbox
+    swarmd_outbox_pending                     events in the outbox not yet published
 """
 
 from __future__ import annotations
@@ -107,4 +116,19 @@ class Metrics:
         )
         self.llm_cost = Counter(
             "swarmd_llm_cost_usd", "LLM cost the gateway reported", ["model"], registry=r
+        )
+        self.pubsub_tasks = Counter(
+            "swarmd_pubsub_tasks", "swarm.tasks messages answered", ["outcome"], registry=r
+        )
+        self.pubsub_dead_letters = Counter(
+            "swarmd_pubsub_dead_letters",
+            "Messages sent to the dead-letter topic, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.outbox_published = Counter(
+            "swarmd_outbox_published", "Events published from the outbox", ["topic"], registry=r
+        )
+        self.outbox_pending = Gauge(
+            "swarmd_outbox_pending", "Events in the outbox not yet published", registry=r
         )

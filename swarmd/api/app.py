@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from swarmd import __version__, ui
-from swarmd.api import agents, locks, observability, revivals, run_agents, run_control, runs
+from swarmd.api import agents, locks, observability, pubsub, revivals, run_agents, run_control, runs
 from swarmd.api.deps import Services, ServicesDep
 from swarmd.config import Settings
 from swarmd.engine.health import Persistent, SidecarHealth, probe
@@ -169,6 +169,8 @@ def create_app(
     app.include_router(agents.router)
     app.include_router(observability.router)
     app.include_router(revivals.router)
+    if settings.pubsub_enabled:
+        app.include_router(pubsub.router(settings))
     app.add_api_route(
         "/metrics",
         observability.metrics_endpoint(metrics),

@@ -38,6 +38,7 @@ from swarmd.config import Settings
 from swarmd.engine.catalog import AgentCatalog, RunCatalog
 from swarmd.engine.history import HistoryReader
 from swarmd.engine.locks import LockManager
+from swarmd.engine.outbox import Outbox
 from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.spec import SpecRegistry
 from swarmd.engine.supervisor import RunSupervisor
@@ -69,6 +70,8 @@ class Services:
     agent_templates: dict[str, Template]
     #: workflow histories (the run viewer's timeline); connects on first use
     history: HistoryReader
+    #: the pub/sub outbox and publisher (SWARMD_PUBSUB_ENABLED), else None
+    outbox: Outbox | None = None
     # -- set when the worker is up
     workflows: DaprWorkflowClient | None = None
     locks: LockManager | None = None

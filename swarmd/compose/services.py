@@ -37,6 +37,7 @@ from swarmd.config import Settings
 from swarmd.engine.catalog import AgentCatalog, RunCatalog
 from swarmd.engine.history import HistoryReader
 from swarmd.engine.locks import LockManager
+from swarmd.engine.outbox import Outbox
 from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.pulse import Pulse, publish_forever
 from swarmd.engine.registry import OwnerRegistry
@@ -195,14 +196,15 @@ async def open_services(
             settings.dapr_api_token.get_secret_value() if settings.dapr_api_token else None,
         ),
     )
+    if settings.pubsub_enabled:
+        # its events ride in the tracker's end transaction (swarmd.engine.outbox)
+        services.outbox = Outbox(settings, metrics, owner_id(settings))
+        services.tracker.end_hooks.append(services.outbox.on_ended)
     if not start_worker:
         try:
             yield services
         finally:
-            await services.tracker.close()
-            await services.history.close()
-            await supervisor.close()
-            await state.close()
+            await _close(services, state, supervisor)
         return
     worker = _Worker(settings, state, services)
     starting = asyncio.create_task(worker.start())
@@ -210,6 +212,8 @@ async def open_services(
     tasks = [tracking, starting]
     if settings.supervisor_enabled:  # one replica acts at a time (its leader lock)
         tasks.append(asyncio.create_task(supervisor.run(lambda: services.workflows)))
+    if services.outbox is not None:  # one replica publishes at a time (its leader lock)
+        tasks.append(asyncio.create_task(services.outbox.run(lambda: services.workflows)))
     try:
         yield services
     finally:
@@ -219,7 +223,13 @@ async def open_services(
             with contextlib.suppress(BaseException):
                 await task
         await worker.stop()
-        await services.tracker.close()
-        await services.history.close()
-        await supervisor.close()
-        await state.close()
+        await _close(services, state, supervisor)
+
+
+async def _close(services: Services, state: StateStore, supervisor: RunSupervisor) -> None:
+    await services.tracker.close()
+    await services.history.close()
+    await supervisor.close()
+    if services.outbox is not None:
+        await services.outbox.close()
+    await state.close()

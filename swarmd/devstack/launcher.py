@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -97,6 +97,18 @@ class Ports:
         """Test stack number ``slot // 100`` (slots are multiples of 100)."""
         return cls.block(21000 + (slot // 100) * 25)
 
+    #: ports of one app + daprd + watchdog pair; a replica pair shifts them by REPLICA_STRIDE
+    PAIR = ("app", "dapr_http", "dapr_grpc", "dapr_internal_grpc", "dapr_metrics", "watchdog")
+    REPLICA_STRIDE = 5000
+
+    def replica(self, index: int) -> Ports:
+        """The ports of replica pair ``index`` (0: these): the control plane, Redis, the
+        model server and the gateway are shared; each pair's own ports move by
+        ``REPLICA_STRIDE * index`` (still below the ephemeral range for every offset
+        the tests and ``SWARMD_PORT_OFFSET`` use)."""
+        shift = self.REPLICA_STRIDE * index
+        return replace(self, **{n: getattr(self, n) + shift for n in self.PAIR})
+
     @classmethod
     def with_offset(cls, offset: int) -> Ports:
         base = cls()
@@ -149,6 +161,10 @@ class Stack:
     watchdog_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, Proc] = field(default_factory=dict)
     _health: Persistent = field(default_factory=Persistent, repr=False)
+    #: 0 for the stack itself; n for its n-th extra app + daprd + watchdog pair (a second
+    #: "pod" of the same app id, sharing the control plane, Redis and the state store)
+    replica_index: int = 0
+    replicas: list[Stack] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -159,6 +175,9 @@ class Stack:
         self.components_dir = self.data_dir / "components"
         digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:10]
         self.pod_name = f"local-{digest}"
+        self.suffix = f"-{self.replica_index + 1}" if self.replica_index else ""
+        self.pod_name += self.suffix
+        self.app_api_token = self._secret("app-api-token")
 
     # -- helpers ---------------------------------------------------------
     def _secret(self, name: str) -> str:
@@ -196,6 +215,7 @@ class Stack:
         self, name: str, cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
     ) -> Proc:
         self.logs.mkdir(parents=True, exist_ok=True)
+        name += self.suffix
         log = self.logs / f"{name}.log"
         fh = log.open("ab")
         full_env = {**os.environ, "DAPR_HOST_IP": "127.0.0.1", **(env or {})}
@@ -307,11 +327,12 @@ class Stack:
             time.sleep(0.05)  # polling interval of a readiness probe, not a readiness sleep
 
     def render_components(self) -> Path:
-        """components/*.yaml with this stack's addresses (the lock store's Redis port)."""
+        """components/*.yaml with this stack's addresses (the Redis port of the lock store
+        and the pub/sub)."""
         self.components_dir.mkdir(parents=True, exist_ok=True)
         for src in sorted((ROOT / "components").glob("*.yaml")):
             doc: dict[str, Any] = yaml.safe_load(src.read_text())
-            if doc.get("spec", {}).get("type", "").startswith("lock.redis"):
+            if doc.get("spec", {}).get("type", "").startswith(("lock.redis", "pubsub.redis")):
                 for m in doc["spec"].get("metadata", []):
                     if m.get("name") == "redisHost":
                         m["value"] = f"127.0.0.1:{self.ports.redis}"
@@ -454,6 +475,9 @@ class Stack:
             "DAPR_HTTP_PORT": str(p.dapr_http),
             "DAPR_GRPC_PORT": str(p.dapr_grpc),
             "POD_NAME": self.pod_name,
+            "SWARMD_PUBSUB_ENABLED": "true",
+            # daprd sends it on every call to the app; the pub/sub routes require it
+            "APP_API_TOKEN": self.app_api_token,
             "PYTHONUNBUFFERED": "1",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             **self.app_env,
@@ -530,7 +554,12 @@ class Stack:
             self.start_app_process()
 
     def start_daprd(self) -> Proc:
-        proc = self._spawn("daprd", self.daprd_command(), cwd=self.app_dir)
+        proc = self._spawn(
+            "daprd",
+            self.daprd_command(),
+            env={"APP_API_TOKEN": self.app_api_token},
+            cwd=self.app_dir,
+        )
         return proc
 
     def start_app_process(self) -> Proc:
@@ -558,7 +587,7 @@ class Stack:
             "DAPR_GRPC_PORT": str(self.ports.dapr_grpc),
             "PYTHONUNBUFFERED": "1",
         }
-        app = self.procs.get("app")
+        app = self.procs.get("app" + self.suffix)
         if app is not None and app.popen.poll() is None:
             env["SWARMD_WATCHDOG_APP_PID"] = str(app.popen.pid)
         return {**env, **self.watchdog_env}
@@ -574,9 +603,40 @@ class Stack:
         self._wait_http(proc, f"{self.watchdog_url}/healthz", timeout_s=60)
         return proc
 
+    # -- replicas (direct mode) -------------------------------------------
+    def start_replica(self) -> Stack:
+        """Start one more app + daprd + watchdog pair of the same app id on this stack's
+        control plane: a second consumer in the pub/sub consumer group, a second host of
+        workflow actors. Logs as ``app-2.log``, ``daprd-2.log``, ...; stopped with the stack."""
+        pair = Stack(
+            data_dir=self.data_dir,
+            ports=self.ports.replica(len(self.replicas) + 1),
+            app_mode="direct",
+            model_latency_ms=self.model_latency_ms,
+            app_env=self.app_env,
+            daprd_args=self.daprd_args,
+            watchdog_env=self.watchdog_env,
+            replica_index=len(self.replicas) + 1,
+        )
+        pair.check_pair_ports()
+        self.replicas.append(pair)
+        pair.start_daprd()
+        pair.start_app_process()
+        pair.start_watchdog()
+        return pair
+
+    def check_pair_ports(self) -> None:
+        taken = [
+            f"{n}={getattr(self.ports, n)}"
+            for n in Ports.PAIR
+            if not port_free(getattr(self.ports, n))
+        ]
+        if taken:
+            raise StackError(f"ports of replica {self.replica_index + 1} in use: {taken}")
+
     # -- crash helpers (direct mode) --------------------------------------
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs[name]
+        proc = self.procs[name + self.suffix]
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.popen.pid, sig)
         proc.popen.wait(timeout=30)
@@ -589,7 +649,7 @@ class Stack:
 
     def restart_daprd(self) -> None:
         self.start_daprd()
-        self.wait_app_ready(self.procs["app"])
+        self.wait_app_ready(self.procs["app" + self.suffix])
 
     #: what :meth:`restart` can bring back (direct mode), by process name
     RESTARTABLE = ("app", "daprd", "scheduler", "placement", "redis", "litellm", "watchdog")
@@ -642,7 +702,11 @@ class Stack:
 
     # -- stop ------------------------------------------------------------
     def stop(self) -> None:
-        (self.data_dir / STACK_FILE).unlink(missing_ok=True)
+        for pair in reversed(self.replicas):
+            pair.stop()
+        self.replicas.clear()
+        if not self.replica_index:  # a replica shares the data dir: not its file
+            (self.data_dir / STACK_FILE).unlink(missing_ok=True)
         for proc in reversed(list(self.procs.values())):
             if proc.popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -752,6 +816,9 @@ def main(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         print(f"swarmd: starting the local stack (logs in {stack.logs})", flush=True)
         stack.start()
+        for _ in range(getattr(args, "replicas", 1) - 1):
+            pair = stack.start_replica()
+            print(f"swarmd: replica {pair.replica_index + 1} at {pair.api_url}", flush=True)
         print(
             f"swarmd: stack ready in {time.monotonic() - t0:.1f}s; API {stack.api_url} "
             f"(token in {stack.data_dir / 'secrets' / 'api-token'})",
@@ -763,10 +830,12 @@ def main(args: argparse.Namespace) -> int:
         if args.cmd == "demo":
             return code
         print("swarmd: serving; `dapr list` shows the app. Ctrl-C to stop.", flush=True)
-        while all(p.popen.poll() is None for p in stack.procs.values()):
+        procs = [p for s in (stack, *stack.replicas) for p in s.procs.values()]
+        while all(p.popen.poll() is None for p in procs):
             time.sleep(1)
             stack.heal()  # a wedged daprd or an app without its workflow stream
-        dead = [p.name for p in stack.procs.values() if p.popen.poll() is not None]
+            procs = [p for s in (stack, *stack.replicas) for p in s.procs.values()]
+        dead = [p.name for p in procs if p.popen.poll() is not None]
         print(f"swarmd: {', '.join(dead)} exited; stopping", file=sys.stderr)
         return 1
     except StackError as exc:
