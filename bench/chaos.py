@@ -201,6 +201,7 @@ class Chaos:
         self.submitting = True
         self.faulting = True
         self.submit_failures = 0
+        self.faults_done_at: float | None = None
 
     # -- helpers -----------------------------------------------------------------
     def client(self) -> httpx.Client:
@@ -269,8 +270,10 @@ class Chaos:
             except httpx.HTTPError:
                 return len(active)  # the app is down: next round
             if r.status_code != 200:
+                rec.error = f"GET answered {r.status_code}"
                 continue
             v = r.json()
+            rec.error = v.get("status")
             if v["status"] in TERMINAL:
                 rec.ended_at, rec.status = time.time(), v["status"]
                 rec.essence, rec.error = essence(v), v.get("error")
@@ -280,9 +283,18 @@ class Chaos:
 
     def workload(self) -> None:
         n = 0
+        last_note = time.monotonic()
         with self.client() as c:
             while True:
                 in_flight = self.poll_runs(c)
+                if not self.faulting and self.faults_done_at is not None:
+                    waited = time.monotonic() - self.faults_done_at
+                    if time.monotonic() - last_note > 30:
+                        last_note = time.monotonic()
+                        left = [r.run_id for r in self.runs.values() if r.ended_at is None]
+                        self.log(f"{waited:.0f}s after the last fault, still running: {left}")
+                    if waited > self.cfg.settle:
+                        return  # what has not ended by now is lost
                 more = n < self.cfg.runs or self.faulting
                 if self.submitting and more:
                     while in_flight < self.cfg.in_flight:
@@ -376,6 +388,7 @@ class Chaos:
                 back = f"{f.back_at - f.at:.1f}s" if f.back_at else "NOT BACK"
                 self.log(f"fault {i + 1}/{len(plan)}: {kind} (back after {back})")
         finally:
+            self.faults_done_at = time.monotonic()
             self.faulting = False
 
     # -- verdict -----------------------------------------------------------------
@@ -502,9 +515,9 @@ class Chaos:
         try:
             self.reference()
             threads = [
-                threading.Thread(target=self.workload, name="workload"),
+                threading.Thread(target=self.workload, name="workload", daemon=True),
                 threading.Thread(target=self.messages, name="messages", daemon=True),
-                threading.Thread(target=self.faulter, args=(plan,), name="faults"),
+                threading.Thread(target=self.faulter, args=(plan,), name="faults", daemon=True),
             ]
             for t in threads:
                 t.start()
