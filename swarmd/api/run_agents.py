@@ -91,7 +91,7 @@ async def _resolved(payloads: PayloadStore, text: str) -> str:
     "/{run_id}/agents",
     response_model=RunTimeline,
     summary="A run's timeline: its agents and steps",
-    responses=_errors(401, 404, 503),
+    responses=_errors(401, 404, 422, 503),
 )
 async def run_timeline(
     run_id: RunId, client: WorkflowClientDep, history: HistoryDep

@@ -167,12 +167,12 @@ def test_a_live_runs_progress_advances_without_reload(
 def test_a_big_runs_page_keeps_a_window_of_rows_in_the_dom(
     page: Page, stack: Stack, api: httpx.Client
 ) -> None:
-    run_id = start(api, "Many hands", agents=200, max_parallel=50, user="t-ui-big")
+    run_id = start(api, "Many hands", agents=100, max_parallel=50, user="t-ui-big")
     assert wait_run(api, run_id)["status"] == "completed"
     login(page, stack, f"#/runs/{run_id}")
-    expect(page.locator("#timeline-summary")).to_contain_text("200 agents")
+    expect(page.locator("#timeline-summary")).to_contain_text("100 agents")
     rows = page.locator("#timeline .vrow")
-    assert rows.count() <= 40, rows.count()  # 18 in view plus overscan, not 202
+    assert rows.count() <= 40, rows.count()  # 18 in view plus overscan, not 102
     page.locator("#timeline .vlist").evaluate("el => { el.scrollTop = el.scrollHeight; }")
     expect(page.locator("#timeline .vrow:not([hidden])", has_text="reducer")).to_be_visible()
     assert rows.count() <= 40, rows.count()
