@@ -5,8 +5,10 @@ so it launches the system binary through ``executable_path``. Screenshots go to
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,9 +57,9 @@ def page(browser: Browser, stack: Stack) -> Iterator[Page]:
     assert not errors, f"the page raised: {errors}"
 
 
-def login(page: Page, stack: Stack, hash_: str = "#/runs") -> None:
-    """Open the viewer and paste the token once, as a user does."""
-    page.goto(f"/ui/{hash_}")
+def login(page: Page, stack: Stack, hash_: str = "#/runs", base: str = "") -> None:
+    """Open the viewer (at ``base``, default the app) and paste the token once, as a user does."""
+    page.goto(f"{base}/ui/{hash_}")
     dialog = page.locator("#token-dialog")
     expect(dialog).to_be_visible()
     page.fill("#token-input", stack.api_token)
@@ -70,3 +72,75 @@ def shot(page: Page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+class DroppingProxy:
+    """A TCP proxy in front of the app that can cut every open connection at once: a
+    real network drop, mid-stream, for the page's reconnect (a browser's offline mode
+    leaves an open stream alone)."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.loop = asyncio.new_event_loop()
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = self.loop
+        server = loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        ready.set()
+        loop.run_forever()  # until close()
+        server.close()
+        self._cut()
+        tasks = asyncio.all_tasks(loop)
+        for t in tasks:
+            t.cancel()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _client(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
+        self.writers |= {w, uw}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+                self.writers.discard(dst)
+
+        await asyncio.gather(pipe(r, uw), pipe(ur, w))
+
+    def drop(self) -> None:
+        """Reset every connection open now (new ones still go through)."""
+
+        self.loop.call_soon_threadsafe(self._cut)
+
+    def _cut(self) -> None:
+        for w in list(self.writers):
+            w.transport.abort()
+        self.writers.clear()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def proxy(stack: Stack) -> Iterator[DroppingProxy]:
+    p = DroppingProxy(stack.ports.app)
+    yield p
+    p.close()

@@ -15,7 +15,7 @@ from swarmd.devstack.launcher import Stack
 from tests.conftest import wait_run
 from tests.integration.test_run_control import get, slow_models, start, start_gated
 from tests.integration.test_user_agents import provision, reply, send, uid
-from tests.ui.conftest import login, shot
+from tests.ui.conftest import DroppingProxy, login, shot
 
 pytestmark = pytest.mark.integration
 
@@ -138,12 +138,49 @@ def test_clicking_approve_releases_a_gated_run(page: Page, stack: Stack, api: ht
     expect(page.locator("#act-purge")).to_be_enabled()
 
 
-def test_a_live_runs_progress_advances_without_reload(
+def click_action(page: Page, action: str, title: str) -> None:
+    page.click(f"#act-{action}")
+    expect(page.locator("#confirm-title")).to_have_text(title)
+    page.click("#confirm-ok")
+
+
+def test_pause_resume_terminate_and_purge_buttons_steer_a_run(
     page: Page, stack: Stack, api: httpx.Client, model_server: httpx.Client
+) -> None:
+    slow_models(model_server, 500)
+    run_id = start(api, "Steer me from the browser", agents=6, max_parallel=1, user="t-ui-steer")
+    login(page, stack, f"#/runs/{run_id}")
+    badge = page.locator(".run-head .badge").first
+    expect(page.locator("#act-pause")).to_be_enabled(timeout=60_000)
+    expect(page.locator("#act-purge")).to_be_disabled()  # only a finished run purges
+
+    click_action(page, "pause", "Pause this run?")
+    expect(badge).to_have_text("suspended", timeout=30_000)
+    assert get(api, run_id)["status"] == "suspended"
+    expect(page.locator("#act-resume")).to_be_enabled()
+    expect(page.locator("#act-pause")).to_be_disabled()
+
+    click_action(page, "resume", "Resume this run?")
+    expect(badge).to_have_text("running", timeout=30_000)
+
+    click_action(page, "terminate", "Terminate this run?")
+    expect(badge).to_have_text("terminated", timeout=30_000)
+    assert wait_run(api, run_id)["status"] == "terminated"
+    expect(page.locator("#act-terminate")).to_be_disabled()
+
+    click_action(page, "purge", "Purge this run?")
+    expect(page).to_have_url(re.compile(r"#/runs$"))
+    assert api.get(f"/v1/runs/{run_id}").status_code == 404
+
+
+def test_a_live_runs_progress_advances_without_reload_and_survives_a_network_drop(
+    page: Page, stack: Stack, api: httpx.Client, model_server: httpx.Client, proxy: DroppingProxy
 ) -> None:
     slow_models(model_server, 600)
     run_id = start(api, "Take your time", agents=6, max_parallel=1, user="t-ui-live")
-    login(page, stack, f"#/runs/{run_id}")
+    streams: list[dict[str, str]] = []
+    page.on("request", lambda r: streams.append(r.headers) if r.url.endswith("/stream") else None)
+    login(page, stack, f"#/runs/{run_id}", base=proxy.url)  # through a proxy we can cut
     page.evaluate("window.__sameDocument = true")
     progress = page.locator("#run-progress")
     expect(progress).to_contain_text(re.compile(r"[0-5] of 6 agents done"), timeout=60_000)
@@ -155,12 +192,21 @@ def test_a_live_runs_progress_advances_without_reload(
         arg=before,
         timeout=60_000,
     )
+    # the network drops mid-run: the page reconnects and resumes after its last event
+    resumes = lambda r: r.url.endswith("/stream") and "last-event-id" in r.headers  # noqa: E731
+    with page.expect_request(resumes, timeout=30_000):
+        proxy.drop()
     expect(page.locator(".run-head .badge").first).to_have_text("completed", timeout=120_000)
     expect(progress).to_contain_text("6 of 6 agents done")
     expect(page.locator("#timeline-summary")).to_contain_text("6 answered")
     assert page.evaluate("window.__sameDocument") is True  # never reloaded
     events = page.locator("#event-log li .ev-kind").all_inner_texts()
     assert events[0] == "end" and events.count("progress") >= 6, events
+    resumed = [h for h in streams if "last-event-id" in h]
+    assert resumed and resumed[0]["last-event-id"].isdigit(), streams
+    assert all("authorization" in h for h in streams)  # the token only ever in a header
+    ids = [int(i.lstrip("#")) for i in page.locator("#event-log li .ev-id").all_inner_texts() if i]
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)  # no repeats
     assert page.evaluate("import('/ui/ticker.js').then(m => m.timerCount())") == 1
 
 
