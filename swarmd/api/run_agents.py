@@ -18,7 +18,14 @@ from dapr.ext.workflow import WorkflowState
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field, ValidationError
 
-from swarmd.api.deps import HistoryDep, PayloadsDep, WorkflowClientDep, read_state, require_token
+from swarmd.api.deps import (
+    HistoryDep,
+    PayloadsDep,
+    ServicesDep,
+    WorkflowClientDep,
+    read_run,
+    require_token,
+)
 from swarmd.api.run_control import RunId, _errors
 from swarmd.api.runs import _STATUS
 from swarmd.engine.catalog import RunStatus
@@ -68,8 +75,10 @@ class RunAnswer(BaseModel):
     error: str | None = None
 
 
-async def _state(client: Any, run_id: str) -> WorkflowState:
-    state = await read_state(client, run_id)
+async def _state(services: ServicesDep, client: Any, run_id: str) -> WorkflowState:
+    """The run's current workflow (a revived run's latest generation: its history is
+    the one to read, under ``state.instance_id``)."""
+    state = await read_run(services, client, run_id)
     if state is None:
         raise RunNotFound(f"no run with id {run_id!r}", field="run_id")
     return state
@@ -94,13 +103,13 @@ async def _resolved(payloads: PayloadStore, text: str) -> str:
     responses=_errors(401, 404, 422, 503),
 )
 async def run_timeline(
-    run_id: RunId, client: WorkflowClientDep, history: HistoryDep
+    run_id: RunId, client: WorkflowClientDep, history: HistoryDep, services: ServicesDep
 ) -> RunTimeline:
     """Every agent (start, end, status, turns, retries, tokens, cost) and every LLM
     call the run made itself (planner, reducer, ...), in start order. Outputs are not
     included: ``GET /v1/runs/{run_id}/agents/{id}`` fetches one."""
-    state = await _state(client, run_id)
-    entries, _ = await history.timeline(run_id)
+    state = await _state(services, client, run_id)
+    entries, _ = await history.timeline(state.instance_id)
     total = 0
     if state.serialized_custom_status:
         try:
@@ -135,12 +144,13 @@ async def entry_output(
     client: WorkflowClientDep,
     history: HistoryDep,
     payloads: PayloadsDep,
+    services: ServicesDep,
     max_chars: MaxChars = None,
 ) -> EntryOutput:
     """The answer of one timeline entry, with a payload kept by reference fetched
     from the state store. 404 if the run or the entry does not exist."""
-    await _state(client, run_id)
-    entries, outputs = await history.timeline(run_id)
+    state = await _state(services, client, run_id)
+    entries, outputs = await history.timeline(state.instance_id)
     entry = next((e for e in entries if e.id == entry_id), None)
     if entry is None:
         raise RunEntryNotFound(
@@ -172,10 +182,14 @@ async def entry_output(
     responses=_errors(401, 404, 422, 503),
 )
 async def run_answer(
-    run_id: RunId, client: WorkflowClientDep, payloads: PayloadsDep, max_chars: MaxChars = None
+    run_id: RunId,
+    client: WorkflowClientDep,
+    payloads: PayloadsDep,
+    services: ServicesDep,
+    max_chars: MaxChars = None,
 ) -> RunAnswer:
     """The run's final answer alone (without its agents' outputs), resolved."""
-    state = await _state(client, run_id)
+    state = await _state(services, client, run_id)
     out: Any = None
     if state.serialized_output:
         try:

@@ -84,14 +84,16 @@ def _json(value: Any) -> Any:
     return None
 
 
-def timeline(run_id: str, events: Iterable[Any]) -> tuple[list[TimelineEntry], dict[str, Any]]:
-    """The run's agents and steps, in start order, from its history events; and each
-    finished entry's raw output (:class:`AgentOutput` or :class:`LLMResult`) by id."""
+def timeline(instance: str, events: Iterable[Any]) -> tuple[list[TimelineEntry], dict[str, Any]]:
+    """The run's agents and steps, in start order, from the history events of its
+    workflow ``instance``; and each finished entry's raw output (:class:`AgentOutput`
+    or :class:`LLMResult`) by id. Agent ids are their child workflow ids less the
+    ``<instance>.`` prefix (a revived run's generation ``<run>:g2`` included)."""
     by_event: dict[int, TimelineEntry] = {}
     entries: list[TimelineEntry] = []
     last_step: dict[str, TimelineEntry] = {}
     outputs: dict[str, Any] = {}
-    prefix = f"{run_id}."
+    prefix = f"{instance}."
     for e in events:
         kind = e.WhichOneof("eventType")
         if kind == "childWorkflowInstanceCreated":
@@ -224,9 +226,10 @@ class HistoryReader:
                 await asyncio.sleep(0.05 * 2**attempt)
         raise AssertionError("unreachable")
 
-    async def timeline(self, run_id: str) -> tuple[list[TimelineEntry], dict[str, Any]]:
-        """The run's timeline with each agent's retries (see the module docstring)."""
-        entries, outputs = timeline(run_id, await self.events(run_id))
+    async def timeline(self, instance: str) -> tuple[list[TimelineEntry], dict[str, Any]]:
+        """The timeline of the run workflow ``instance`` with each agent's retries
+        (see the module docstring)."""
+        entries, outputs = timeline(instance, await self.events(instance))
         sem = asyncio.Semaphore(CONCURRENCY)
 
         async def count(entry: TimelineEntry) -> None:
