@@ -33,6 +33,8 @@ def _write_values(tmp_path: Path, text: str) -> Path:
             "dapr:\n  stateStore:\n    tpye: postgresql\n",
             "additional properties 'tpye' not allowed",
         ),
+        # a broker the chart cannot render
+        ("pubsub:\n  type: rabbitmq\n", "at '/pubsub/type': value must be one of"),
     ],
 )
 def test_misspelt_key_fails_lint_and_template(
@@ -76,6 +78,10 @@ def test_graceful_shutdown_just_below_grace_period_passes(chart) -> None:
         (
             ["autoscaling.keda.enabled=true", "autoscaling.hpa.enabled=true"],
             "autoscaling.keda.enabled and autoscaling.hpa.enabled are both true",
+        ),
+        (
+            ["pubsub.enabled=true", "dapr.appTokenSecret=t", "pubsub.type=kafka"],
+            "pubsub.type is kafka but pubsub.kafka.brokers is empty",
         ),
         (
             ["dapr.stateStore.type=postgresql"],

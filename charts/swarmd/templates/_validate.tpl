@@ -25,6 +25,23 @@ which values conflict and what to change. Returns a JSON list of messages.
 {{- if and (eq $v.dapr.stateStore.type "postgresql") (not $v.dapr.stateStore.postgresql.connectionSecret.name) }}
 {{- $errors = append $errors "dapr.stateStore.type is postgresql but dapr.stateStore.postgresql.connectionSecret.name is empty: create a Secret with the PostgreSQL connection string and set dapr.stateStore.postgresql.connectionSecret.name (and .key) to it." }}
 {{- end }}
+{{- if $v.pubsub.enabled }}
+{{- if not $v.dapr.appTokenSecret }}
+{{- $errors = append $errors "pubsub.enabled is true but dapr.appTokenSecret is empty: the sidecar calls the app's pub/sub routes, which anyone reaching the Service could call too. Create a Secret with key `token` and set dapr.appTokenSecret to it." }}
+{{- end }}
+{{- if and (eq $v.pubsub.type "kafka") (not $v.pubsub.kafka.brokers) }}
+{{- $errors = append $errors "pubsub.type is kafka but pubsub.kafka.brokers is empty: set it to the Kafka brokers (host:port, comma-separated)." }}
+{{- end }}
+{{- if and (eq $v.pubsub.type "kafka") (eq $v.pubsub.kafka.authType "password") (not $v.pubsub.kafka.saslSecret.name) }}
+{{- $errors = append $errors "pubsub.kafka.authType is password but pubsub.kafka.saslSecret.name is empty: name the Secret holding the SASL user name and password." }}
+{{- end }}
+{{- if and (eq $v.pubsub.type "jetstream") (not $v.pubsub.jetstream.natsURL) }}
+{{- $errors = append $errors "pubsub.type is jetstream but pubsub.jetstream.natsURL is empty: set it to the NATS server (nats://host:4222)." }}
+{{- end }}
+{{- if and (eq $v.pubsub.type "jetstream") $v.autoscaling.keda.enabled (not $v.pubsub.jetstream.monitoringEndpoint) }}
+{{- $errors = append $errors "autoscaling.keda.enabled with pubsub.type jetstream needs pubsub.jetstream.monitoringEndpoint (the NATS monitoring host:8222) for KEDA's nats-jetstream lag trigger." }}
+{{- end }}
+{{- end }}
 {{- if and (not $v.dapr.configuration.create) (not $v.dapr.configuration.existingName) }}
 {{- $errors = append $errors "dapr.configuration.create is false but dapr.configuration.existingName is empty: name the Dapr Configuration the sidecar should use, or let the chart create one." }}
 {{- end }}
