@@ -286,7 +286,7 @@ def validate_object_meta(meta: dict[str, Any], kube_version: str = KUBE_VERSION)
 
 
 def keda_validate(objects: list[dict[str, Any]]) -> list[str]:
-    """Validate ScaledObjects with @kubernetes-models/keda's compiled schema (node)."""
+    """Validate ScaledObjects and TriggerAuthentications with @kubernetes-models/keda's compiled schema (node)."""
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is required to validate KEDA objects", pytrace=False)

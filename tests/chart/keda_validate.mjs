@@ -1,4 +1,4 @@
-// Validates KEDA ScaledObjects with the schema packaged in the npm package
+// Validates KEDA ScaledObjects and TriggerAuthentications with the schema packaged in the npm package
 // @kubernetes-models/keda (installed by scripts/setup_chart_tools.sh).
 //
 //   node keda_validate.mjs <path to node_modules/@kubernetes-models/keda> < objects.json
@@ -87,27 +87,30 @@ function checkUnknown(value, props, path, problems) {
 }
 
 // --- main ------------------------------------------------------------------
-const schemaUrl = pathToFileURL(
-  join(pkg, "_schemas", "ComGithubKedacoreKedaV2ApisKedaV1alpha1ScaledObject.js"),
-).href;
-const { validate } = await import(schemaUrl);
+// The kinds the chart renders: their compiled validator and their top interface.
+const KINDS = {};
+for (const kind of ["ScaledObject", "TriggerAuthentication"]) {
+  const url = pathToFileURL(join(pkg, "_schemas", `${KEDA_PREFIX.slice(1)}${kind}.js`)).href;
+  KINDS[kind] = { validate: (await import(url)).validate, top: interfaces.get(`I${kind}`) };
+}
 
 const objects = JSON.parse(readFileSync(0, "utf8"));
 const problems = [];
 for (const obj of objects) {
   const where = `${obj.kind}/${obj.metadata?.name}`;
-  if (obj.kind !== "ScaledObject" || obj.apiVersion !== "keda.sh/v1alpha1") {
-    problems.push(`${where}: not a keda.sh/v1alpha1 ScaledObject`);
+  const known = KINDS[obj.kind];
+  if (!known || obj.apiVersion !== "keda.sh/v1alpha1") {
+    problems.push(`${where}: not a keda.sh/v1alpha1 ${Object.keys(KINDS).join(" or ")}`);
     continue;
   }
+  const { validate, top } = known;
   if (!validate(obj)) {
     for (const err of validate.errors ?? []) {
       problems.push(`${where}: ${err.instancePath || "/"} ${err.keyword} ${JSON.stringify(err.params)}`);
     }
   }
-  const top = interfaces.get("IScaledObject");
   if (!top) {
-    problems.push("IScaledObject interface not found in the package");
+    problems.push(`I${obj.kind} interface not found in the package`);
     continue;
   }
   checkUnknown(obj, top, where, problems);

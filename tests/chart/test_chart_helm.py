@@ -11,12 +11,15 @@ CI_DIR = Path(__file__).resolve().parents[2] / "charts" / "swarmd" / "ci"
 SCENARIOS = sorted(p.name for p in CI_DIR.glob("*-values.yaml"))
 
 
-def test_the_four_scenarios_exist() -> None:
+def test_the_scenarios_exist() -> None:
     assert SCENARIOS == [
         "default-values.yaml",
         "keda-values.yaml",
         "postgresql-values.yaml",
         "production-values.yaml",
+        "pubsub-jetstream-values.yaml",
+        "pubsub-kafka-values.yaml",
+        "pubsub-redis-values.yaml",
     ]
 
 
