@@ -286,7 +286,8 @@ def validate_object_meta(meta: dict[str, Any], kube_version: str = KUBE_VERSION)
 
 
 def keda_validate(objects: list[dict[str, Any]]) -> list[str]:
-    """Validate ScaledObjects and TriggerAuthentications with @kubernetes-models/keda's compiled schema (node)."""
+    """Validate ScaledObjects and TriggerAuthentications with the compiled schemas of
+    @kubernetes-models/keda (node)."""
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is required to validate KEDA objects", pytrace=False)
