@@ -321,3 +321,19 @@ def test_a_crash_after_a_tool_call_resumes_at_the_next_call(
     assert state_key(stack, journal_key) is None  # the journal goes with the stored reply
     usage = api.get(f"/v1/agents/{user}/usage").json()["today"]
     assert usage["messages"] == 1
+
+
+def test_a_failing_model_fails_the_message_and_the_agent_goes_on(
+    api: httpx.Client, model_server: httpx.Client
+) -> None:
+    user = uid("fails")
+    provision(api, user)
+    model_server.put("/_control/faults", json=[{"model": "*", "status": 400}])
+    failed = reply(api, user, send(api, user, "this one the provider refuses"))
+    assert failed["status"] == "failed" and "400" in failed["error"], failed
+    model_server.put("/_control/faults", json=[])
+    answered = reply(api, user, send(api, user, "this one is answered"))
+    assert answered["status"] == "answered", answered
+    assert api.get(f"/v1/agents/{user}/usage").json()["today"]["messages"] == 2
+    memory = api.get(f"/v1/agents/{user}/memory").json()["memory"]
+    assert [m["content"] for m in memory if m["role"] == "user"] == ["this one is answered"]
