@@ -16,18 +16,20 @@ per-user budgets and limits) and in the request metadata.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import openai
 from dapr.ext.workflow import WorkflowActivityContext
 from openai import AsyncOpenAI
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from swarmd import telemetry
+from swarmd.engine.journal import Journal
 from swarmd.engine.models import LLMRequest, LLMResult, ToolCall, Usage
 from swarmd.engine.payloads import PayloadStore
 from swarmd.errors import NonRetryableActivityError, RetryableActivityError
@@ -211,17 +213,67 @@ async def complete(
 
 
 def make_call_llm(
-    client: AsyncOpenAI, payloads: PayloadStore | None = None, obs: LLMObserver | None = None
+    client: AsyncOpenAI,
+    payloads: PayloadStore | None = None,
+    obs: LLMObserver | None = None,
+    journal: Journal | None = None,
 ) -> CallLLM:
-    """Build the ``swarmd.call_llm`` activity around clients made by the entrypoint."""
+    """Build the ``swarmd.call_llm`` activity around clients made by the entrypoint.
+
+    A request with a ``call_key`` (engine v2) is answered from the call journal when
+    it was answered before (see :mod:`swarmd.engine.journal`)."""
 
     async def call_llm(ctx: WorkflowActivityContext, req: LLMRequest) -> dict[str, Any]:
-        result = await complete(
-            client, LLMRequest.model_validate(req), payloads, obs, ctx.workflow_id
-        )
-        return result.model_dump()
+        r = LLMRequest.model_validate(req)
+
+        async def make() -> dict[str, Any]:
+            return (await complete(client, r, payloads, obs, ctx.workflow_id)).model_dump()
+
+        if journal is None or r.call_key is None:
+            return await make()
+        fp = {"model": r.model, "messages": r.messages, "tools": r.tools}
+        return await journal.once(r.run_id, r.call_key, fp, make)
 
     return call_llm
+
+
+@contextlib.contextmanager
+def tool_step(
+    obs: LLMObserver | None,
+    *,
+    run_id: str,
+    agent: str,
+    name: str,
+    workflow_id: str,
+    carrier: str | None,
+) -> Iterator[Span]:
+    """The span (``swarmd.tool <name>``, child of its agent's span) and step-latency
+    metric of one tool call; the body is the call."""
+    o = obs if obs is not None else LLMObserver(metrics=_UNREGISTERED)
+    parent = telemetry.step_parent(carrier, run_id, workflow_id)
+    with (
+        telemetry.run_scope(run_id or None),
+        o.tracer().start_as_current_span(
+            f"swarmd.tool {name}",
+            context=telemetry.context_of(parent),
+            kind=SpanKind.INTERNAL,
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": name,
+                "swarmd.run_id": run_id,
+                "swarmd.agent": agent,
+                "swarmd.workflow_id": workflow_id,
+            },
+            links=telemetry.links_to_current(),
+        ) as span,
+    ):
+        started = time.perf_counter()
+        try:
+            yield span
+        finally:
+            o.metrics.agent_step_seconds.labels("tool", name or "unknown").observe(
+                time.perf_counter() - started
+            )
 
 
 def traced_tool(
@@ -230,41 +282,22 @@ def traced_tool(
 ) -> Callable[[WorkflowActivityContext, Any], Awaitable[dict[str, Any]]]:
     """Wrap the tool activity with its span and step-latency metric. The agent loop
     passes the run's ``trace`` beside the tool request; it is taken off here."""
-    o = obs if obs is not None else LLMObserver(metrics=_UNREGISTERED)
-    m = o.metrics
-    get_tracer = o.tracer
 
     async def call_tool(ctx: WorkflowActivityContext, raw: Any) -> dict[str, Any]:
         carrier = None
         if isinstance(raw, dict) and "trace" in raw:
             raw = dict(raw)
             carrier = raw.pop("trace")
-        run_id = str(raw.get("run_id", "")) if isinstance(raw, dict) else ""
-        name = str(raw.get("name", "")) if isinstance(raw, dict) else ""
-        parent = telemetry.step_parent(carrier, run_id, ctx.workflow_id)
-        with (
-            telemetry.run_scope(run_id or None),
-            get_tracer().start_as_current_span(
-                f"swarmd.tool {name}",
-                context=telemetry.context_of(parent),
-                kind=SpanKind.INTERNAL,
-                attributes={
-                    "gen_ai.operation.name": "execute_tool",
-                    "gen_ai.tool.name": name,
-                    "swarmd.run_id": run_id,
-                    "swarmd.agent": str(raw.get("agent", "")) if isinstance(raw, dict) else "",
-                    "swarmd.workflow_id": ctx.workflow_id,
-                },
-                links=telemetry.links_to_current(),
-            ) as span,
-        ):
-            started = time.perf_counter()
-            try:
-                out = await inner(ctx, raw)
-            finally:
-                m.agent_step_seconds.labels("tool", name or "unknown").observe(
-                    time.perf_counter() - started
-                )
+        fields = raw if isinstance(raw, dict) else {}
+        with tool_step(
+            obs,
+            run_id=str(fields.get("run_id", "")),
+            agent=str(fields.get("agent", "")),
+            name=str(fields.get("name", "")),
+            workflow_id=ctx.workflow_id,
+            carrier=carrier,
+        ) as span:
+            out = await inner(ctx, raw)
             if isinstance(out, dict) and "error" in out:
                 span.set_attribute("error.type", "tool_error")
             return out

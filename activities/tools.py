@@ -216,15 +216,20 @@ def make_call_tool(
     deps: ToolDeps,
 ) -> Callable[[WorkflowActivityContext, ToolRequest], Awaitable[dict[str, Any]]]:
     async def call_tool(ctx: WorkflowActivityContext, req: ToolRequest) -> dict[str, Any]:
-        req = ToolRequest.model_validate(req)
-        if req.name not in req.allowed:
-            return {"error": f"tool {req.name!r} is not allowed for this agent"}
-        try:
-            args = json.loads(req.arguments or "{}")
-            if not isinstance(args, dict):
-                raise ToolArgumentError("arguments must be a JSON object")
-            return await run_tool(deps, req, args)
-        except (ToolArgumentError, json.JSONDecodeError, KeyError) as exc:
-            return {"error": f"{type(exc).__name__}: {exc}"}
+        return await use_tool(deps, ToolRequest.model_validate(req))
 
     return call_tool
+
+
+async def use_tool(deps: ToolDeps, req: ToolRequest) -> dict[str, Any]:
+    """One tool call: the model's mistakes (a tool it may not use, bad arguments) come
+    back as an ``error`` result for it to read; only infrastructure failures raise."""
+    if req.name not in req.allowed:
+        return {"error": f"tool {req.name!r} is not allowed for this agent"}
+    try:
+        args = json.loads(req.arguments or "{}")
+        if not isinstance(args, dict):
+            raise ToolArgumentError("arguments must be a JSON object")
+        return await run_tool(deps, req, args)
+    except (ToolArgumentError, json.JSONDecodeError, KeyError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}

@@ -3,13 +3,19 @@
 On the real local stack (placement, scheduler, daprd, app, LiteLLM, model
 server; app and daprd as direct processes), for 100 and 1,000 agents:
 
-* ``noop``: each agent step is a no-op activity (no LLM): the engine's own
-  ceiling. Baseline: ``asyncio.gather`` over the same no-op coroutines.
+* ``noop``: the real scatter-gather workflow on engine v2 with no-op LLM
+  calls (still journaled): the engine's own ceiling. Baseline:
+  ``asyncio.gather`` over the same no-op coroutines.
 * ``llm-0ms``: a real scatter-gather run through the LiteLLM proxy against the
   local model server answering at once. Baseline: the same planner call,
   ``asyncio.gather`` of the same N agent calls, and the reducer call, with the
   same ``openai`` client settings, through the same proxy.
-* ``llm-200ms``: the same with 200 ms model latency.
+* ``llm-200ms``, ``llm-1000ms``: the same with 200 ms / 1 s model latency.
+* ``noop-v1``: engine v1's shape (a child workflow per agent), for comparison.
+
+Each LLM case also measures the same calls straight to the model server
+(``direct_wall_s``), so the gateway's share is visible, and the LiteLLM
+proxy's CPU per call during the gateway baseline.
 
 Reported per case: wall time, agent-steps/s, peak RSS of app+daprd, the CPU
 seconds each process of the stack spent (where the time goes), and the
@@ -100,12 +106,14 @@ def measured(api: httpx.Client, run_id: str, sampler: Sampler, t0: float) -> dic
     }
 
 
-def engine_noop(stack: Stack, api: httpx.Client, n: int, tag: str) -> dict[str, Any]:
+def engine_noop(
+    stack: Stack, api: httpx.Client, n: int, tag: str, workflow: str = "bench.noop_swarm"
+) -> dict[str, Any]:
     run_id = f"bench-noop-{n}-{tag}"
     sampler = Sampler(stack)
     t0 = time.perf_counter()
     r = httpx.post(
-        f"{stack.dapr_url}/v1.0/workflows/dapr/bench.noop_fanout/start?instanceID={run_id}",
+        f"{stack.dapr_url}/v1.0/workflows/dapr/{workflow}/start?instanceID={run_id}",
         json={"agents": n},
     )
     r.raise_for_status()
@@ -215,17 +223,20 @@ async def baseline_noop(n: int) -> float:
     return time.perf_counter() - t0
 
 
-async def baseline_llm(stack: Stack, n: int) -> float:
-    client = AsyncOpenAI(
-        base_url=f"http://127.0.0.1:{stack.ports.litellm}/v1",
-        api_key=stack.gateway_key,
-        max_retries=0,
-        timeout=120,
-    )
+async def baseline_llm(stack: Stack, n: int, direct: bool = False) -> float:
+    """planner, ``n`` agent calls at once, reducer: through the gateway, or with
+    ``direct`` straight to the model server (the gateway's share is the difference)."""
+    if direct:
+        base_url, key = f"{stack.model_server_url}/v1", "direct"
+        models = {"swarmd-smart": "mock-a", "swarmd-fast": "mock-a"}
+    else:
+        base_url, key = f"http://127.0.0.1:{stack.ports.litellm}/v1", stack.gateway_key
+        models = {}
+    client = AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=120)
 
     async def call(model: str, system: str, user: str) -> str:
         resp = await client.chat.completions.create(
-            model=model,
+            model=models.get(model, model),
             messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
         )
         return resp.choices[0].message.content or ""
@@ -242,6 +253,11 @@ async def baseline_llm(stack: Stack, n: int) -> float:
     took = time.perf_counter() - t0
     await client.close()
     return took
+
+
+def latency_ms(case: str) -> int:
+    """``llm-200ms`` -> 200."""
+    return int(case.removeprefix("llm-").removesuffix("ms"))
 
 
 def set_latency(stack: Stack, ms: int) -> None:
@@ -312,14 +328,25 @@ def main(argv: list[str] | None = None) -> int:
                             print(f"  {pct:5.1f}%  {frame}")
                 for case in cases:
                     for n in sizes:
-                        if case == "noop":
-                            eng = engine_noop(stack, api, n, "m")
+                        extra: dict[str, Any] = {}
+                        if case in ("noop", "noop-v1"):
+                            wf = "bench.noop_swarm" if case == "noop" else "bench.noop_fanout"
+                            eng = engine_noop(stack, api, n, case, wf)
                             base = asyncio.run(baseline_noop(n))
                         else:
-                            set_latency(stack, 200 if case == "llm-200ms" else 0)
+                            set_latency(stack, latency_ms(case))
                             eng = engine_llm(stack, api, n, case)
+                            sampler = Sampler(stack)
                             base = asyncio.run(baseline_llm(stack, n))
+                            gw = sampler.cpu().get("litellm", 0.0)
+                            direct = asyncio.run(baseline_llm(stack, n, direct=True))
                             set_latency(stack, 0)
+                            extra = {
+                                "direct_wall_s": round(direct, 3),
+                                "ratio_gateway_over_direct": round(direct / base, 2),
+                                "gateway_cpu_ms_per_call": round(1000 * gw / (n + 2), 1),
+                                "ratio_engine_over_direct": round(eng["wall_s"] / direct, 2),
+                            }
                         row = {
                             "case": case,
                             "agents": n,
@@ -331,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                             "status": eng["status"],
                             "peak_rss_mb_app_daprd": eng["peak_rss_mb"],
                             "cpu_s": eng["cpu_s"],
+                            **extra,
                         }
                         rows.append(row)
                         print(json.dumps(row), flush=True)

@@ -74,6 +74,18 @@ class Settings(BaseSettings):
     payload_ref_bytes: int = Field(
         256_000, ge=1024, description="LLM answers above this travel through history by reference"
     )
+    engine_version: int = Field(
+        2,
+        ge=1,
+        le=2,
+        description="Engine new runs start on: 2 (agents in journaled groups) or 1 (a child "
+        "workflow per agent). Runs in flight always finish on the engine they started on.",
+    )
+    journal_retention_s: int = Field(
+        7 * 24 * 3600,
+        ge=60,
+        description="How long call-journal entries live (purging a run deletes them sooner)",
+    )
     max_concurrent_activities: int = Field(
         200, ge=1, description="Activity work items this process runs at once"
     )

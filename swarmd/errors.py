@@ -18,7 +18,9 @@
     │   ├── BaselineViolation        403 a user-agent customisation widens the baseline
     │   └── PayloadTooLarge          413 body above settings.max_body_bytes
     ├── DependencyUnavailable        503 sidecar / gateway not reachable (retry later)
-    │   └── LeaseLost                503 this process lost its lock-owner lease
+    │   ├── LeaseLost                503 this process lost its lock-owner lease
+    │   └── JournalUnavailable       the call journal cannot be read or written: an
+    │                                agent group fails as a whole and is retried
     └── ActivityError                raised inside activities; crosses the workflow
         ├── RetryableActivityError       boundary by type name: the engine's retry
         └── NonRetryableActivityError    policy retries the first, never the second
@@ -144,6 +146,13 @@ class LeaseLost(DependencyUnavailable):
     """This process's owner incarnation lost its lease (fenced, or no heartbeat in time)."""
 
     code = "lease_lost"
+
+
+class JournalUnavailable(DependencyUnavailable):
+    """The state store under the call journal failed. Never an agent's failure: the
+    group activity fails and the workflow retries it (journaled calls stay free)."""
+
+    code = "journal_unavailable"
 
 
 class ActivityError(SwarmdError):

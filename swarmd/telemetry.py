@@ -293,10 +293,18 @@ def traced_agent_loop(
             out = yield from fn(ctx, raw)
         except Exception as exc:
             if not ctx.is_replaying and isinstance(raw, dict):
-                _agent_span(tracer(), ctx, raw, started, None, f"{type(exc).__name__}: {exc}")
+                agent_span(
+                    tracer(),
+                    raw,
+                    ctx.instance_id,
+                    started,
+                    ctx.current_utc_datetime,
+                    None,
+                    f"{type(exc).__name__}: {exc}",
+                )
             raise
         if not ctx.is_replaying and isinstance(raw, dict):
-            _agent_span(tracer(), ctx, raw, started, out, None)
+            agent_span(tracer(), raw, ctx.instance_id, started, ctx.current_utc_datetime, out, None)
         return out
 
     agent_loop.__name__ = getattr(fn, "__name__", "agent_loop")
@@ -304,9 +312,18 @@ def traced_agent_loop(
     return agent_loop
 
 
-def _agent_span(
-    tracer: Tracer, ctx: Any, raw: dict[str, Any], started: datetime, out: Any, error: str | None
+def agent_span(
+    tracer: Tracer,
+    raw: dict[str, Any],
+    instance_id: str,
+    started: datetime,
+    ended: datetime,
+    out: Any,
+    error: str | None,
 ) -> None:
+    """Record the span of agent ``raw["agent"]`` of run ``raw["run_id"]`` (``raw["trace"]``
+    is the run's traceparent), id derived from ``instance_id`` (its loop's workflow id,
+    or ``<run>.<step key>`` for an agent run inside a group)."""
     try:
         run_ctx = parse_traceparent(raw.get("trace"))
         if run_ctx is None:
@@ -316,14 +333,14 @@ def _agent_span(
         emit_span(
             tracer,
             f"swarmd.agent {raw.get('agent')}",
-            span_id=span_id_for("agent", ctx.instance_id),
+            span_id=span_id_for("agent", instance_id),
             parent=run_ctx,
             start=started,
-            end=ctx.current_utc_datetime,
+            end=ended,
             attributes={
                 "swarmd.run_id": raw.get("run_id"),
                 "swarmd.agent": raw.get("agent"),
-                "swarmd.workflow_id": ctx.instance_id,
+                "swarmd.workflow_id": instance_id,
                 "gen_ai.operation.name": "invoke_agent",
                 "gen_ai.agent.name": raw.get("agent"),
                 "gen_ai.request.model": raw.get("model"),

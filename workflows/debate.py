@@ -35,9 +35,11 @@ def vote(outputs: list[AgentOutput]) -> str:
     return next(o.content for o in outputs if counts.get(o.content) == best)
 
 
-def debate(ctx: DaprWorkflowContext, raw: dict[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
+def debate(
+    ctx: DaprWorkflowContext, raw: dict[str, Any], engine: int = 1
+) -> Generator[Any, Any, dict[str, Any]]:
     inp = SwarmInput.model_validate(raw)
-    run = Run(ctx, inp)
+    run = Run(ctx, inp, engine)
     agents = inp.spec.agents
     rounds = inp.spec.limits.max_rounds
     history: list[AgentOutput] = []

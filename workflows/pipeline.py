@@ -17,9 +17,11 @@ from swarmd.engine.models import AgentOutput, SwarmInput
 from swarmd.workflows.steps import Run
 
 
-def pipeline(ctx: DaprWorkflowContext, raw: dict[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
+def pipeline(
+    ctx: DaprWorkflowContext, raw: dict[str, Any], engine: int = 1
+) -> Generator[Any, Any, dict[str, Any]]:
     inp = SwarmInput.model_validate(raw)
-    run = Run(ctx, inp)
+    run = Run(ctx, inp, engine)
     stages = inp.spec.agents
     outputs: list[AgentOutput] = []
     previous = ""
@@ -33,9 +35,7 @@ def pipeline(ctx: DaprWorkflowContext, raw: dict[str, Any]) -> Generator[Any, An
                 f"Output of the previous stage ({stages[i - 1].name}):\n{previous}"
             )
         )
-        child = run.agent(agent, task, key=f"stage-{i + 1}-{agent.name}")
-        yield child
-        out = run.collect(child, agent.name)
+        out = yield from run.one_agent(agent, task, key=f"stage-{i + 1}-{agent.name}")
         outputs.append(out)
         if out.status == "failed":
             return (yield from run.finish(previous, outputs, stop_reason="stage_failed"))

@@ -16,9 +16,14 @@ from dapr.ext.workflow import DaprWorkflowContext, when_any
 from dapr.ext.workflow._durabletask.task import TaskFailedError
 
 from swarmd.engine import names
+from swarmd.engine.journal import call_key
 from swarmd.engine.models import (
+    AgentGroup,
     AgentInput,
+    AgentJob,
     AgentOutput,
+    AgentSetup,
+    GroupResult,
     LLMRequest,
     LLMResult,
     Progress,
@@ -32,15 +37,48 @@ from swarmd.engine.spec import AgentSpec
 APPROVAL_EVENT = "approval"
 #: bytes of agent answers a run keeps inline in its history, all agents together
 HISTORY_INLINE_BUDGET = 1_000_000
+#: engine v2: agents per group activity, and the most group activities one workflow
+#: runs (past GROUP_SIZE * MAX_GROUPS agents the groups grow instead, so a workflow's
+#: history stays bounded). Part of the v2 wire contract: changing them is a new version.
+GROUP_SIZE = 50
+MAX_GROUPS = 100
+
+Job = tuple[AgentSpec, str, str, str]
+
+
+def plan_groups(n: int, max_parallel: int) -> tuple[int, int, int]:
+    """(agents per group, calls in flight per group, groups in flight) for ``n`` agents
+    with at most ``max_parallel`` calls in flight in all."""
+    size = max(1, min(n, max(GROUP_SIZE, -(-n // MAX_GROUPS))))
+    per_group = max(1, min(size, max_parallel))
+    in_flight = max(1, max_parallel // per_group)
+    return size, per_group, in_flight
 
 
 class Run:
-    """Per-run bookkeeping inside a pattern workflow: usage, limits, progress."""
+    """Per-run bookkeeping inside a pattern workflow: usage, limits, progress.
 
-    def __init__(self, ctx: DaprWorkflowContext, inp: SwarmInput) -> None:
+    ``engine`` is the engine generation the workflow version was registered with:
+    1 runs every agent as an ``agent_loop`` child workflow; 2 runs agents in groups
+    inside ``swarmd.run_agents`` activities and journals every call (see
+    ``swarmd.activities.agents``). Version 1's steps are kept exactly as they were,
+    so runs started on it replay unchanged."""
+
+    def __init__(
+        self,
+        ctx: DaprWorkflowContext,
+        inp: SwarmInput,
+        engine: int = 1,
+        *,
+        agents_activity: str = names.RUN_AGENTS,
+        llm_activity: str = names.CALL_LLM,
+    ) -> None:
         self.ctx = ctx
         self.inp = inp
         self.spec = inp.spec
+        self.engine = engine
+        self.agents_activity = agents_activity
+        self.llm_activity = llm_activity
         self.usage = Usage()
         self.started: datetime = ctx.current_utc_datetime
         self.progress = Progress(phase="starting")
@@ -78,9 +116,10 @@ class Run:
             messages=messages,
             user=self.inp.user,
             trace=self.inp.trace,
+            call_key=call_key(agent.name, key) if self.engine >= 2 else None,
         )
         res = LLMResult.model_validate(
-            (yield from call_activity(self.ctx, names.CALL_LLM, req, self.inp.retry, key=key))
+            (yield from call_activity(self.ctx, self.llm_activity, req, self.inp.retry, key=key))
         )
         self.usage = self.usage.add(res.usage)
         return res
@@ -104,6 +143,78 @@ class Run:
             names.AGENT_LOOP, input=child, instance_id=f"{self.ctx.instance_id}.{key}"
         )
 
+    def one_agent(
+        self, agent: AgentSpec, task: str, key: str, label: str | None = None
+    ) -> Generator[Any, Any, AgentOutput]:
+        """Run one agent to its end and return its output (a failure is a failed output)."""
+        name = label or agent.name
+        if self.engine < 2:
+            child = self.agent(agent, task, key, label)
+            yield child
+            return self.collect(child, name)
+        results, _ = yield from self._group([(agent, task, key, name)], 1, None, key)
+        return results[0] if results else self._failed(name, "agent was not started")
+
+    def _failed(self, label: str, error: str) -> AgentOutput:
+        return AgentOutput(
+            agent=label, status="failed", content="", turns=0, usage=Usage(), error=error
+        )
+
+    def _group_input(
+        self, jobs: list[Job], concurrency: int, tokens_left: int | None
+    ) -> AgentGroup:
+        setups: list[AgentSetup] = []
+        index: dict[str, int] = {}
+        out: list[AgentJob] = []
+        for agent, task, key, label in jobs:
+            if agent.name not in index:
+                index[agent.name] = len(setups)
+                setups.append(
+                    AgentSetup(
+                        role_prompt=agent.role,
+                        model=agent.model,
+                        tools=list(agent.tools),
+                        max_turns=agent.max_turns,
+                    )
+                )
+            out.append(AgentJob(agent=label, key=key, task=task, setup=index[agent.name]))
+        deadline = None
+        if self.spec.limits.deadline_s is not None:
+            deadline = (self.started + timedelta(seconds=self.spec.limits.deadline_s)).isoformat()
+        return AgentGroup(
+            run_id=self.inp.run_id,
+            setups=setups,
+            jobs=out,
+            concurrency=concurrency,
+            user=self.inp.user,
+            retry=self.inp.retry,
+            trace=self.inp.trace,
+            offload_above=self.offload_above,
+            tokens_left=tokens_left,
+            deadline=deadline,
+        )
+
+    def _tokens_left(self) -> int | None:
+        budget = self.spec.limits.token_budget
+        return None if budget is None else max(0, budget - self.usage.total_tokens)
+
+    def _group(
+        self, jobs: list[Job], concurrency: int, tokens_left: int | None, key: str
+    ) -> Generator[Any, Any, tuple[list[AgentOutput], str | None]]:
+        """One group activity, with the engine's retries; its outputs and stop reason."""
+        group = self._group_input(jobs, concurrency, tokens_left)
+        try:
+            raw = yield from call_activity(
+                self.ctx, self.agents_activity, group, self.inp.retry, key=f"group/{key}"
+            )
+        except TaskFailedError as err:
+            outs = [self._failed(label, err.details.message) for _, _, _, label in jobs]
+            return outs, None
+        res = GroupResult.model_validate(raw)
+        for o in res.outputs:
+            self.usage = self.usage.add(o.usage)
+        return res.outputs, res.stopped
+
     def collect(self, task: Any, label: str) -> AgentOutput:
         """The finished child's output; a failed child becomes a failed result."""
         try:
@@ -126,6 +237,8 @@ class Run:
         """Run agent jobs ``(agent, task, key, label)`` with at most
         ``limits.max_parallel`` in flight. Stops starting new ones when a limit is
         reached (in-flight ones finish and are kept). Results keep job order."""
+        if self.engine >= 2:
+            return (yield from self.grouped(jobs, on_done))
         results: list[AgentOutput | None] = [None] * len(jobs)
         pending: dict[Any, int] = {}
         next_i = 0
@@ -148,6 +261,61 @@ class Run:
             if next_i < len(jobs) and stop is None:
                 start(next_i)
                 next_i += 1
+            if on_done is not None:
+                on_done(done)
+        return results, stop
+
+    def grouped(
+        self, jobs: list[Job], on_done: Any = None
+    ) -> Generator[Any, Any, tuple[list[AgentOutput | None], str | None]]:
+        """Engine v2's ``bounded``: the jobs in groups (see :func:`plan_groups`), at most
+        ``max_parallel`` calls in flight in all, groups in flight awaited as a set
+        (``when_any`` over a few groups, never over every agent). Stops starting groups
+        once a limit is reached; a group itself stops starting agents at the limit."""
+        n = len(jobs)
+        size, per_group, in_flight = plan_groups(n, self.spec.limits.max_parallel)
+        batches = [jobs[i : i + size] for i in range(0, n, size)]
+        results: list[AgentOutput | None] = [None] * n
+        pending: dict[Any, int] = {}
+        next_g = 0
+        done = 0
+        stop: str | None = None
+
+        def start(g: int) -> None:
+            group = self._group_input(batches[g], per_group, self._tokens_left())
+            task: Any = self.ctx.call_activity(self.agents_activity, input=group)
+            pending[task] = g
+
+        while next_g < len(batches) and len(pending) < in_flight:
+            start(next_g)
+            next_g += 1
+        while pending:
+            finished = yield when_any(list(pending))
+            g = pending.pop(finished)
+            batch = batches[g]
+            try:
+                res = GroupResult.model_validate(finished.get_result())
+                outs: list[AgentOutput] = res.outputs
+                stop = stop or res.stopped
+            except TaskFailedError:
+                # the group failed as a whole (the journal's store, say): run it again
+                # with the engine's retries; every call it had finished is journaled
+                outs, stopped = yield from self._group(
+                    batch, per_group, self._tokens_left(), f"g{g}"
+                )
+                stop = stop or stopped
+            else:
+                for o in outs:
+                    self.usage = self.usage.add(o.usage)
+            by_label = {o.agent: o for o in outs}
+            base = g * size
+            for k, (_, _, _, label) in enumerate(batch):
+                results[base + k] = by_label.get(label)
+            done += len(outs)
+            stop = stop or self.stop_reason()
+            if next_g < len(batches) and stop is None:
+                start(next_g)
+                next_g += 1
             if on_done is not None:
                 on_done(done)
         return results, stop

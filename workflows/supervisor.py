@@ -44,10 +44,10 @@ def transcript(work: list[AgentOutput]) -> str:
 
 
 def supervisor(
-    ctx: DaprWorkflowContext, raw: dict[str, Any]
+    ctx: DaprWorkflowContext, raw: dict[str, Any], engine: int = 1
 ) -> Generator[Any, Any, dict[str, Any]]:
     inp = SwarmInput.model_validate(raw)
-    run = Run(ctx, inp)
+    run = Run(ctx, inp, engine)
     boss = inp.spec.coordinator or DEFAULT_SUPERVISOR  # specs require one; old inputs may not
     workers = {a.name: a for a in inp.spec.agents}
     work: list[AgentOutput] = []
@@ -73,13 +73,13 @@ def supervisor(
         name = pick(choice.content or "", list(workers))
         if name is None or (stop := run.stop_reason()) is not None:
             break
-        child = run.agent(
+        out = yield from run.one_agent(
             workers[name],
             f"{inp.task}\n\nWork so far:\n{transcript(work)}",
             key=f"round-{rnd + 1}-{name}",
+            label=name,
         )
-        yield child
-        work.append(run.collect(child, name))
+        work.append(out)
         if (stop := run.stop_reason()) is not None:
             break
     if stop is not None:

@@ -37,9 +37,11 @@ from swarmd.agents.store import UserStore
 from swarmd.config import Settings
 from swarmd.engine.catalog import AgentCatalog, RunCatalog
 from swarmd.engine.history import HistoryReader
+from swarmd.engine.live import LiveProgress
 from swarmd.engine.locks import LockManager
 from swarmd.engine.outbox import Outbox
 from swarmd.engine.payloads import PayloadStore
+from swarmd.engine.runkeys import RunKeys
 from swarmd.engine.spec import SpecRegistry
 from swarmd.engine.supervisor import RunSupervisor
 from swarmd.engine.tracker import RunTracker, instance_id
@@ -70,6 +72,10 @@ class Services:
     agent_templates: dict[str, Template]
     #: workflow histories (the run viewer's timeline); connects on first use
     history: HistoryReader
+    #: the per-run key index (call journal, ...): purging a run deletes what it lists
+    run_keys: RunKeys
+    #: agents finished inside engine v2's groups before their workflow hears of them
+    live: LiveProgress
     #: the pub/sub outbox and publisher (SWARMD_PUBSUB_ENABLED), else None
     outbox: Outbox | None = None
     # -- set when the worker is up

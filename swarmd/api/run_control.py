@@ -40,7 +40,7 @@ from swarmd.api.deps import (
     read_state,
     require_token,
 )
-from swarmd.api.runs import _STATUS, RunView, view
+from swarmd.api.runs import _STATUS, RunView, view, with_live
 from swarmd.engine.catalog import RunStatus
 from swarmd.errors import (
     DependencyUnavailable,
@@ -314,6 +314,8 @@ async def purge_run(
         state = await _require(services, client, run_id, FINISHED, "terminate it before purging it")
         await _call(client.purge_workflow(state.instance_id, recursive=True), run_id)
         await catalog.remove(run_id)
+        # then what the run stored under keys of its own (its call journal, ...)
+        await services.run_keys.delete_all(run_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -392,6 +394,9 @@ async def _events(
                 return
             v = view(state, run_id)
             eid = event_id(state)
+            # agents done inside engine v2's groups version the stream too
+            v, live_at = await with_live(v, services.live)
+            eid = max(eid, live_at)
             if state.runtime_status in FINISHED:
                 yield _sse("end", v.model_dump_json(), max(eid, seen + 1))
                 return

@@ -29,6 +29,7 @@ from swarmd.api.deps import (
 )
 from swarmd.engine import names
 from swarmd.engine.catalog import RunQuery, RunRecord, RunStatus, decode_cursor, final_update
+from swarmd.engine.live import LiveProgress
 from swarmd.engine.models import Progress, SwarmInput, Usage
 from swarmd.engine.spec import NAME as SWARM_NAME
 from swarmd.engine.spec import SpecRegistry, parse_spec
@@ -170,6 +171,20 @@ def view(state: WorkflowState, run_id: str | None = None) -> RunView:
     )
 
 
+async def with_live(v: RunView, live: LiveProgress) -> tuple[RunView, int]:
+    """``v`` with the agents its groups finished since their workflow last heard (engine
+    v2 reports a group's agents when the whole group completes; see swarmd.engine.live),
+    and the time (µs) of that count, 0 when it adds nothing."""
+    p = v.progress
+    if v.status != "running" or p is None or p.phase != "agents":
+        return v, 0
+    done, at = await live.read(v.run_id)
+    if done <= p.agents_done:
+        return v, 0
+    v.progress = p.model_copy(update={"agents_done": min(done, p.agents_total or done)})
+    return v, at
+
+
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
@@ -244,7 +259,7 @@ async def get_run(
     state = await read_run(services, client, run_id)
     if state is None:
         raise RunNotFound(f"no run with id {run_id!r}", field="run_id")
-    result = view(state, run_id)
+    result, _ = await with_live(view(state, run_id), services.live)
     if result.output is not None and "[[swarmd-ref:" in (state.serialized_output or ""):
         # large agent answers travelled by reference: show the real text
         result.output = await payloads.resolve_any(result.output)

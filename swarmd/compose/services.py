@@ -36,11 +36,13 @@ from swarmd.compose.worker import build_worker, sdk_logger_options
 from swarmd.config import Settings
 from swarmd.engine.catalog import AgentCatalog, RunCatalog
 from swarmd.engine.history import HistoryReader
+from swarmd.engine.live import LiveProgress
 from swarmd.engine.locks import LockManager
 from swarmd.engine.outbox import Outbox
 from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.pulse import Pulse, publish_forever
 from swarmd.engine.registry import OwnerRegistry
+from swarmd.engine.runkeys import RunKeys
 from swarmd.engine.sidecar import Sidecar
 from swarmd.engine.spec import SpecRegistry
 from swarmd.engine.state import StateStore
@@ -180,6 +182,7 @@ async def open_services(
     tracker.end_hooks.append(catalog.end_hook)  # a run's end lands in its catalog record
     supervisor = RunSupervisor(settings, metrics, owner_id(settings), tracker)
     tracker.on_ended.append(supervisor.forget)  # an ended run's start input is dropped
+    sidecar = Sidecar(settings.dapr_http_port, settings.state_store)
     services = Services(
         settings=settings,
         specs=SpecRegistry.for_settings(settings.specs_dir),
@@ -195,6 +198,8 @@ async def open_services(
             settings.dapr_grpc_port,
             settings.dapr_api_token.get_secret_value() if settings.dapr_api_token else None,
         ),
+        run_keys=RunKeys(sidecar),
+        live=LiveProgress(sidecar, RunKeys(sidecar)),
     )
     if settings.pubsub_enabled:
         # its events ride in the tracker's end transaction (swarmd.engine.outbox)

@@ -25,6 +25,7 @@ from dapr.ext.workflow import WorkflowActivityContext, WorkflowRuntime
 from dapr.ext.workflow.logger import LoggerOptions
 from openai import AsyncOpenAI
 
+from swarmd.activities.agents import AgentRunner, gateway_model, make_run_agents
 from swarmd.activities.llm import LLMObserver, complete, make_call_llm, traced_tool
 from swarmd.activities.reduce import make_reduce_chunks
 from swarmd.activities.tools import ToolDeps, make_call_tool
@@ -34,9 +35,13 @@ from swarmd.agents.store import UserStore
 from swarmd.agents.turn import make_turn_activities
 from swarmd.config import Settings
 from swarmd.engine import names
+from swarmd.engine.journal import Journal
+from swarmd.engine.live import LiveProgress
 from swarmd.engine.models import LLMRequest, LLMResult
 from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.pulse import Pulse
+from swarmd.engine.runkeys import RunKeys
+from swarmd.engine.sidecar import Sidecar
 from swarmd.engine.state import StateStore
 from swarmd.logs import JsonFormatter
 from swarmd.telemetry import traced_agent_loop
@@ -49,15 +54,26 @@ from swarmd.workflows.user_agent import user_agent, user_agent_v2
 
 Workflow = Callable[..., Any]
 
+
 #: registration name -> its versions, oldest first; the last one is what new runs get.
 #: A run records the version it started on and keeps replaying with that version's
 #: code, so a changed workflow ships as a NEW version appended here while the old
 #: one stays registered until no run in flight uses it (see docs/upgrades.md).
+def engine_v2(fn: Workflow) -> Workflow:
+    """A pattern workflow on engine v2 (agents in journaled groups; see ``Run``)."""
+
+    def workflow(ctx: Any, raw: Any) -> Any:
+        return fn(ctx, raw, 2)
+
+    functools.update_wrapper(workflow, fn)
+    return workflow
+
+
 WORKFLOWS: dict[str, list[tuple[str, Workflow]]] = {
-    names.SCATTER_GATHER: [("v1", scatter_gather)],
-    names.SUPERVISOR: [("v1", supervisor)],
-    names.DEBATE: [("v1", debate)],
-    names.PIPELINE: [("v1", pipeline)],
+    names.SCATTER_GATHER: [("v1", scatter_gather), ("v2", engine_v2(scatter_gather))],
+    names.SUPERVISOR: [("v1", supervisor), ("v2", engine_v2(supervisor))],
+    names.DEBATE: [("v1", debate), ("v2", engine_v2(debate))],
+    names.PIPELINE: [("v1", pipeline), ("v2", engine_v2(pipeline))],
     names.AGENT_LOOP: [("v1", agent_loop)],
     names.USER_AGENT: [("v1", user_agent), ("v2", user_agent_v2)],
 }
@@ -68,11 +84,16 @@ class Registrar:
     under explicit, stable names (``SWARMD_PLUGINS=pkg.module,...``)."""
 
     def __init__(
-        self, rt: WorkflowRuntime, wrap: Callable[[Callable[..., Any]], Any] | None = None
+        self,
+        rt: WorkflowRuntime,
+        wrap: Callable[[Callable[..., Any]], Any] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.rt = rt
         #: applied to every activity (the run pulses of swarmd.engine.pulse)
         self.wrap = wrap or (lambda fn: fn)
+        #: the process's call journal, for plugins whose activities journal their calls
+        self.journal = journal
 
     def workflow(self, name: str, versions: Sequence[tuple[str, Workflow]]) -> None:
         """Register ``versions`` (oldest first, the last is the latest) under ``name``."""
@@ -137,15 +158,22 @@ def build_worker(
         maximum_concurrent_orchestration_work_items=settings.max_concurrent_activities,
         worker_ready_timeout=60.0,
     )
-    reg = Registrar(rt, pulse.wrap if pulse is not None else None)
+    sidecar = Sidecar(settings.dapr_http_port, settings.state_store)
+    journal = Journal(state, RunKeys(sidecar), settings.journal_retention_s)
+    reg = Registrar(rt, pulse.wrap if pulse is not None else None, journal)
     for name, versions in WORKFLOWS.items():
         if name == names.AGENT_LOOP:  # records each agent's span when its loop returns
             versions = [(v, traced_agent_loop(fn, obs.tracer)) for v, fn in versions]
         if name == names.USER_AGENT:  # the operator's pick is what new generations get
             versions = latest_last(versions, settings.user_agent_version)
+        if name in names.PATTERNS.values():  # likewise the engine new runs start on
+            versions = latest_last(versions, f"v{settings.engine_version}")
         reg.workflow(name, versions)
     payloads = PayloadStore(state, settings.payload_ref_bytes)
-    reg.activity(names.CALL_LLM, make_call_llm(llm_client, payloads, obs))
+    reg.activity(names.CALL_LLM, make_call_llm(llm_client, payloads, obs, journal))
+    live = LiveProgress(sidecar, RunKeys(sidecar))
+    runner = AgentRunner(journal, gateway_model(llm_client, payloads, obs), tool_deps, obs, live)
+    reg.activity(names.RUN_AGENTS, make_run_agents(runner))
     reg.activity(names.REDUCE_CHUNKS, make_reduce_chunks(llm_client, state, payloads, obs))
     call_tool = traced_tool(make_call_tool(tool_deps), obs)
     reg.activity(names.CALL_TOOL, call_tool)
@@ -154,7 +182,13 @@ def build_worker(
         reg.activity(name, fn)  # v1's, for generations started before the upgrade
 
     async def user_llm(ctx: WorkflowActivityContext, req: LLMRequest) -> LLMResult:
-        return await complete(llm_client, req, None, obs, ctx.workflow_id)
+        async def make() -> dict[str, Any]:
+            return (await complete(llm_client, req, None, obs, ctx.workflow_id)).model_dump()
+
+        if req.call_key is None:
+            return LLMResult.model_validate(await make())
+        fp = {"model": req.model, "messages": req.messages, "tools": req.tools}
+        return LLMResult.model_validate(await journal.once(req.run_id, req.call_key, fp, make))
 
     for name, fn in make_turn_activities(state, baseline, templates, user_llm, call_tool).items():
         reg.activity(name, fn)  # v2's turn

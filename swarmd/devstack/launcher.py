@@ -647,6 +647,9 @@ class Stack:
     def restart_watchdog(self) -> None:
         self.start_watchdog()
 
+    def restart_scheduler(self) -> None:
+        self.start_scheduler()
+
     def restart_daprd(self) -> None:
         self.start_daprd()
         self.wait_app_ready(self.procs["app" + self.suffix])

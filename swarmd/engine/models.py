@@ -58,6 +58,8 @@ class LLMRequest(_Model):
     #: answers above this many bytes go to the state store and travel as references
     #: (the run's history budget per agent; the global threshold applies too)
     offload_above: int | None = Field(None, ge=256)
+    #: the call's key in the run's journal (swarmd.engine.journal); None on engine v1
+    call_key: str | None = None
 
 
 class LLMResult(_Model):
@@ -96,6 +98,45 @@ class AgentInput(_Model):
     offload_above: int | None = Field(None, ge=256)
 
 
+class AgentSetup(_Model):
+    """What every agent of a group shares: role, model, tools and turn limit."""
+
+    role_prompt: str
+    model: str
+    tools: list[str] = Field(default_factory=list)
+    max_turns: int = Field(4, ge=1, le=50)
+
+
+class AgentJob(_Model):
+    """One agent of a group: its label, the step key its calls are journaled under,
+    its task, and which of the group's setups it uses."""
+
+    agent: str
+    key: str
+    task: str
+    setup: int = 0
+
+
+class AgentGroup(_Model):
+    """Input of the ``swarmd.run_agents`` activity (engine v2): up to G agents run
+    concurrently in one activity, each call journaled, so a crash mid-group resumes
+    at the call. Limits travel with the group so it stops starting agents in time."""
+
+    run_id: str
+    setups: list[AgentSetup]
+    jobs: list[AgentJob]
+    #: calls in flight at once inside this group
+    concurrency: int = Field(ge=1)
+    user: str | None = None
+    retry: RetrySpec = Field(default_factory=lambda: RetrySpec())
+    trace: str | None = None
+    offload_above: int | None = Field(None, ge=256)
+    #: tokens the run may still spend; the group starts no agent once they are spent
+    tokens_left: int | None = None
+    #: ISO time after which the group starts no new agent (the run's deadline)
+    deadline: str | None = None
+
+
 class AgentOutput(_Model):
     agent: str
     status: Literal["answered", "max_turns", "failed"]
@@ -109,6 +150,15 @@ class AgentOutput(_Model):
     @property
     def size(self) -> int:
         return self.content_chars if self.content_chars is not None else len(self.content)
+
+
+class GroupResult(_Model):
+    """Output of ``swarmd.run_agents``: the outputs of the agents that ran, in job
+    order; agents not started (a limit was reached) are left out."""
+
+    outputs: list[AgentOutput]
+    #: why agents were left unstarted: "token_budget" or "deadline"
+    stopped: str | None = None
 
 
 class SwarmInput(_Model):

@@ -19,6 +19,8 @@ USER_AGENT: Final = "swarmd.user_agent"
 CALL_LLM: Final = "swarmd.call_llm"
 CALL_TOOL: Final = "swarmd.call_tool"
 REDUCE_CHUNKS: Final = "swarmd.reduce_chunks"
+#: engine v2: a group of agents in one activity, every call journaled
+RUN_AGENTS: Final = "swarmd.run_agents"
 
 # Activities of the per-user agent (swarmd.user_agent)
 USER_AGENT_POLL: Final = "swarmd.user_agent.poll"  # v1

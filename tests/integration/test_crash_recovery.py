@@ -1,6 +1,10 @@
-"""SIGKILL the app or its daprd mid-run: the run resumes at the step it was in,
-finishes with the same output as an undisturbed run, and no LLM call that had
-completed before the kill is answered twice (only calls in flight may repeat)."""
+"""SIGKILL the app, its daprd or the scheduler mid-run: the run resumes at the step it
+was in, finishes with the same output as an undisturbed run, and no LLM call that had
+completed before the kill is answered twice (only calls in flight may repeat).
+
+The scheduler case is the one engine v1 lost: killing it lost activity completions,
+and Dapr re-ran those activities ~24 s later, paying again for calls that had been
+answered. Engine v2's call journal answers such re-runs from the state store."""
 
 from __future__ import annotations
 
@@ -62,6 +66,8 @@ def reference(stack: Stack, slow_model: None) -> dict[str, Any]:
 def healthy_stack(stack: Stack) -> Iterator[Stack]:
     yield stack
     # whatever happened in the test, leave the session stack whole for the next one
+    if stack.procs["scheduler"].popen.poll() is not None:
+        stack.start_scheduler()
     if stack.procs["daprd"].popen.poll() is not None:
         stack.start_daprd()
     if stack.procs["app"].popen.poll() is not None:
@@ -81,7 +87,7 @@ KILL_POINTS = {
 }
 
 
-@pytest.mark.parametrize("target", ["app", "daprd"])
+@pytest.mark.parametrize("target", ["app", "daprd", "scheduler"])
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_sigkill_mid_run_resumes_without_paying_twice(
     healthy_stack: Stack,
@@ -105,6 +111,8 @@ def test_sigkill_mid_run_resumes_without_paying_twice(
     print(f"\nSIGKILLed {target} at {point}")
     if target == "app":
         stack.restart_app()
+    elif target == "scheduler":
+        stack.restart_scheduler()
     else:
         stack.restart_daprd()
     t_restart = time.time()

@@ -1,0 +1,116 @@
+"""The call journal: every LLM and tool call of a run is paid for once.
+
+Each call a workflow asks for has a deterministic **call key**, given by the
+workflow: ``<agent>/<step>/<turn>/<call index>`` (no attempt number, no time).
+Before an activity makes the call it looks the key up; after the call
+succeeds it writes the result under ``journal|<run>|<call key>`` **before the
+activity returns**. So whatever makes the same call happen again — Dapr
+re-running an activity after an app, daprd or scheduler crash, a completion
+Dapr lost, an engine retry after a later failure in the same step, or a fresh
+generation of the whole run under the same run id — finds the entry and
+returns it without calling the model (or the tool) again.
+
+Invariants:
+
+* Only successes are journaled: a failed call is tried again; a finished one
+  never is.
+* An entry carries a fingerprint of the request it answered (model, messages,
+  tools; not the trace). A key whose entry has another fingerprint is a
+  different call (the workflow changed under the same key): it is made again
+  and the entry replaced, never answered with the wrong result.
+* Every entry's key is recorded in the run's key index
+  (:class:`swarmd.engine.runkeys.RunKeys`) before the entry is written, so
+  purging the run deletes it; entries also expire after the retention period
+  (``SWARMD_JOURNAL_RETENTION_S``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from swarmd.engine.runkeys import RunKeys
+from swarmd.engine.state import StateStore
+from swarmd.errors import ActivityError, DependencyUnavailable, JournalUnavailable
+
+
+def call_key(agent: str, step: str, turn: int = 1, call: int = 0) -> str:
+    """The journal key of one call, relative to its run."""
+    return f"{agent}/{step}/{turn}/{call}"
+
+
+def entry_key(run_id: str, key: str) -> str:
+    # Dapr refuses keys holding "||"; single "|" separators only
+    return f"journal|{run_id}|{key}"
+
+
+def fingerprint(request: Any) -> str:
+    """A stable digest of what a call asks (JSON-able), independent of key order."""
+    blob = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+class Journal:
+    def __init__(self, state: StateStore, keys: RunKeys, retention_s: int | None = None) -> None:
+        self.state = state
+        self.keys = keys
+        self.retention_s = retention_s
+        #: calls answered from the journal / made, since start (for metrics and tests)
+        self.replayed = 0
+        self.made = 0
+
+    async def lookup(self, run_id: str, key: str, fp: str) -> dict[str, Any] | None:
+        try:
+            raw = await self.state.get(entry_key(run_id, key))
+        except (ActivityError, DependencyUnavailable) as exc:
+            raise JournalUnavailable(f"journal read {key!r}: {exc}") from exc
+        if isinstance(raw, dict) and raw.get("fp") == fp and isinstance(raw.get("result"), dict):
+            self.replayed += 1
+            return dict(raw["result"])
+        return None
+
+    async def index(self, run_id: str, keys: list[str]) -> None:
+        """Record call keys in the run's key index ahead of their calls (one write for
+        a whole group), so :meth:`once` can skip its own index write (``indexed``)."""
+        try:
+            await self.keys.add(run_id, [entry_key(run_id, k) for k in keys])
+        except (ActivityError, DependencyUnavailable) as exc:
+            raise JournalUnavailable(f"journal index of {run_id!r}: {exc}") from exc
+
+    async def record(
+        self, run_id: str, key: str, fp: str, result: dict[str, Any], indexed: bool = False
+    ) -> None:
+        ek = entry_key(run_id, key)
+        try:
+            if not indexed:
+                await self.keys.add(run_id, [ek])
+            await self.state.put(ek, {"fp": fp, "result": result}, self.retention_s)
+        except (ActivityError, DependencyUnavailable) as exc:
+            raise JournalUnavailable(f"journal write {key!r}: {exc}") from exc
+
+    async def once(
+        self,
+        run_id: str,
+        key: str | None,
+        request: Any,
+        make: Callable[[], Awaitable[dict[str, Any]]],
+        *,
+        indexed: bool = False,
+    ) -> dict[str, Any]:
+        """The journaled result of the call ``key``, else ``make()``'s (then journaled).
+
+        With ``key`` None (a caller that has no key, e.g. a run started on an
+        engine version before the journal) the call is simply made. ``indexed``: the
+        key is already in the run's key index (see :meth:`index`)."""
+        if key is None:
+            return await make()
+        fp = fingerprint(request)
+        found = await self.lookup(run_id, key, fp)
+        if found is not None:
+            return found
+        result = await make()
+        self.made += 1
+        await self.record(run_id, key, fp, result, indexed)
+        return result

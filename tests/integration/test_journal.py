@@ -1,0 +1,167 @@
+"""Engine v2's call journal on the real stack: every call is recorded under its key,
+a fresh generation of a run pays for nothing it had finished, purge deletes the
+journal, and a run started on engine v1 still finishes after the upgrade to v2."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from swarmd.devstack.launcher import Stack
+from swarmd.engine.journal import call_key, entry_key
+from swarmd.engine.runkeys import SHARDS, shard_key
+from tests.conftest import wait_run, wait_until
+
+pytestmark = pytest.mark.integration
+
+TASK = "List the ways a distributed agent system can lose work"
+
+
+def start(api: httpx.Client, run_id: str, agents: int, **spec: Any) -> None:
+    body: dict[str, Any] = {
+        "run_id": run_id,
+        "input": {"task": TASK, "agents": agents, "user": run_id},
+    }
+    if spec:
+        body["spec"] = {
+            "name": "journaled",
+            "pattern": "scatter_gather",
+            "agents": [{"name": "analyst", "role": "You analyse one part of a problem."}],
+            **spec,
+        }
+    else:
+        body["swarm"] = "scatter_gather"
+    r = api.post("/v1/runs", json=body)
+    assert r.status_code == 202, r.text
+
+
+def state(stack: Stack, key: str) -> Any:
+    r = httpx.get(f"{stack.dapr_url}/v1.0/state/statestore/{quote(key, safe='')}")
+    assert r.status_code in (200, 204), r.text
+    return r.json() if r.status_code == 200 and r.content else None
+
+
+def essence(view: dict[str, Any]) -> Any:
+    out = view["output"]
+    return out["answer"], [(a["agent"], a["content"]) for a in out["agent_results"]]
+
+
+def test_every_call_is_journaled_and_purge_deletes_the_journal(
+    stack: Stack, api: httpx.Client, calls_since: Any
+) -> None:
+    run_id = "journal-purge"
+    calls = calls_since(user=run_id)
+    start(api, run_id, agents=5)
+    view = wait_run(api, run_id)
+    assert view["status"] == "completed", view
+    answered = [c for c in calls() if c["status"] == 200]
+    assert len(answered) == 7  # planner, 5 agents, reducer: each paid once
+
+    keys = [
+        entry_key(run_id, call_key("planner", "planner")),
+        entry_key(run_id, call_key("reducer", "reducer")),
+        *(entry_key(run_id, call_key(f"agent-{i}", f"agent-{i}")) for i in range(1, 6)),
+    ]
+    entries = {k: state(stack, k) for k in keys}
+    assert all(isinstance(e, dict) and e["result"]["content"] for e in entries.values()), entries
+    by_agent = {a["agent"]: a["content"] for a in view["output"]["agent_results"]}
+    assert entries[keys[2]]["result"]["content"] == by_agent["agent-1"]
+
+    assert api.delete(f"/v1/runs/{run_id}").status_code == 204
+    assert api.get(f"/v1/runs/{run_id}").status_code == 404
+    # read every key back: the journal and the run's key index are gone
+    assert {k: state(stack, k) for k in keys} == dict.fromkeys(keys)
+    assert all(state(stack, shard_key(run_id, n)) is None for n in range(SHARDS))
+
+
+def test_a_fresh_generation_of_a_run_pays_for_nothing_it_had_finished(
+    stack: Stack, api: httpx.Client, calls_since: Any
+) -> None:
+    """What the run supervisor does to a wedged run: drop its workflow (not its journal)
+    and start it again under the same id with the same input."""
+    run_id = "journal-generation"
+    calls = calls_since(user=run_id)
+    start(api, run_id, agents=8)
+    first = wait_run(api, run_id)
+    assert first["status"] == "completed", first
+    paid = len([c for c in calls() if c["status"] == 200])
+    assert paid == 10
+
+    wf = f"{stack.dapr_url}/v1.0/workflows/dapr/{run_id}"
+    raw_input = httpx.get(wf).json()["properties"]["dapr.workflow.input"]
+    assert httpx.post(f"{wf}/purge").status_code < 300  # the workflow only
+    wait_until(lambda: api.get(f"/v1/runs/{run_id}").status_code == 404, what="purged")
+    r = httpx.post(
+        f"{stack.dapr_url}/v1.0/workflows/dapr/swarmd.scatter_gather/start?instanceID={run_id}",
+        content=raw_input,
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code < 300, r.text
+    second = wait_run(api, run_id)
+    assert second["status"] == "completed", second
+    assert essence(second) == essence(first)
+    assert len([c for c in calls() if c["status"] == 200]) == paid  # nothing paid again
+
+
+def test_live_progress_moves_while_a_group_runs(
+    stack: Stack, api: httpx.Client, model_server: httpx.Client
+) -> None:
+    """One group of 12 agents, 2 calls at a time, 300 ms each: the workflow hears of
+    the group only at its end, yet the run's progress moves while it runs."""
+    model_server.put("/_control/faults", json=[{"model": "*", "latency_ms": 300}])
+    run_id = "journal-live"
+    start(api, run_id, agents=12, limits={"max_parallel": 2})
+    seen = set()
+
+    def moving() -> bool:
+        p = api.get(f"/v1/runs/{run_id}").json().get("progress") or {}
+        if p.get("phase") == "agents":
+            seen.add(p.get("agents_done", 0))
+        return len({d for d in seen if 0 < d < 12}) >= 2
+
+    wait_until(moving, timeout_s=60, what="progress to move within the group")
+    assert wait_run(api, run_id)["status"] == "completed"
+
+
+@pytest.fixture
+def v1_stack(stack: Stack) -> Iterator[Stack]:
+    yield stack
+    stack.app_env.pop("SWARMD_ENGINE_VERSION", None)
+    stack.kill("app", sig=15)
+    stack.restart_app()
+
+
+def test_a_run_started_on_engine_v1_finishes_after_the_upgrade(
+    v1_stack: Stack, api: httpx.Client
+) -> None:
+    stack = v1_stack
+    stack.app_env["SWARMD_ENGINE_VERSION"] = "1"
+    stack.kill("app", sig=15)
+    stack.restart_app()
+    spec = {"approval": True}
+    start(api, "upgrade-v1-run", agents=3, **spec)
+    wait_until(
+        lambda: (
+            (api.get("/v1/runs/upgrade-v1-run").json().get("progress") or {}).get("phase")
+            == "awaiting_approval"
+        ),
+        what="the v1 run to wait for approval",
+    )
+    # deploy engine v2 while the v1 run waits
+    stack.app_env.pop("SWARMD_ENGINE_VERSION")
+    stack.kill("app", sig=15)
+    stack.restart_app()
+    start(api, "upgrade-v2-run", agents=3)
+    r = api.post("/v1/runs/upgrade-v1-run/events/approval", json={"approved": True})
+    assert r.status_code in (200, 202), r.text
+    old, new = wait_run(api, "upgrade-v1-run"), wait_run(api, "upgrade-v2-run")
+    assert old["status"] == new["status"] == "completed", (old, new)
+    assert old["output"]["approved"] is True
+    assert len(old["output"]["agent_results"]) == len(new["output"]["agent_results"]) == 3
+    # v1 ran each agent as a child workflow; v2 ran them in a group activity
+    assert api.get("/v1/runs/upgrade-v1-run.agent-1").status_code == 200
+    assert api.get("/v1/runs/upgrade-v2-run.agent-1").status_code == 404
