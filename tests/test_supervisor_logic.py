@@ -137,3 +137,13 @@ def test_revivals_escalate_while_the_run_does_not_move_and_reset_when_it_does() 
         tracker=None,  # type: ignore[arg-type]
     )
     assert never._choose(rec(NOW - 50, NOW - 40), moved_at=NOW - 100) == "nudge"
+
+
+def test_chaos_excuses_only_calls_in_flight_within_a_second_of_a_kill() -> None:
+    from bench.chaos import in_flight_near
+
+    kill = 100.0
+    assert in_flight_near({"ts": 99.5, "latency_ms": 400}, kill)  # answered at 99.9
+    assert in_flight_near({"ts": 100.02, "latency_ms": 400}, kill)  # sent just after it
+    assert not in_flight_near({"ts": 97.0, "latency_ms": 400}, kill)  # settled long before
+    assert not in_flight_near({"ts": 102.0, "latency_ms": 400}, kill)  # well after
