@@ -41,7 +41,7 @@ from openai import AsyncOpenAI
 from swarmd import telemetry
 from swarmd.activities.llm import LLMObserver, complete, tool_step
 from swarmd.activities.tools import TOOL_SCHEMAS, ToolDeps, ToolRequest, use_tool
-from swarmd.engine.journal import Journal, call_key
+from swarmd.engine.journal import Journal, Prefetched, call_key
 from swarmd.engine.live import LiveProgress
 from swarmd.engine.models import (
     AgentGroup,
@@ -82,8 +82,11 @@ class AgentRunner:
         stopped: str | None = None
         outputs: list[AgentOutput | None] = [None] * len(group.jobs)
         deadline = datetime.fromisoformat(group.deadline) if group.deadline else None
-        # one index write for every agent's first call (most agents make only that one)
-        await self.journal.index(group.run_id, [call_key(j.agent, j.key, 1, 0) for j in group.jobs])
+        # one index write and one read for every agent's first call (most agents make
+        # only that one): a group run again after a crash finds its answers at once
+        first = [call_key(j.agent, j.key, 1, 0) for j in group.jobs]
+        await self.journal.index(group.run_id, first)
+        known = await self.journal.prefetch(group.run_id, first)
 
         def limit() -> str | None:
             if group.tokens_left is not None and spent >= group.tokens_left:
@@ -99,7 +102,7 @@ class AgentRunner:
                     stopped = limit()
                 if stopped is not None:
                     return
-                out = await self.run_agent(group, job)
+                out = await self.run_agent(group, job, known)
                 spent += out.usage.total_tokens
                 outputs[i] = out
                 finished += 1
@@ -109,11 +112,13 @@ class AgentRunner:
         await asyncio.gather(*(one(i, j) for i, j in enumerate(group.jobs)))
         return GroupResult(outputs=[o for o in outputs if o is not None], stopped=stopped)
 
-    async def run_agent(self, group: AgentGroup, job: AgentJob) -> AgentOutput:
+    async def run_agent(
+        self, group: AgentGroup, job: AgentJob, known: Prefetched | None = None
+    ) -> AgentOutput:
         """One agent's loop; every call journaled. Its span covers the whole loop."""
         started = datetime.now(UTC)
         instance = f"{group.run_id}.{job.key}"
-        out = await self._loop(group, job, instance)
+        out = await self._loop(group, job, instance, known)
         if group.trace:
             telemetry.agent_span(
                 self._tracer(),
@@ -134,7 +139,9 @@ class AgentRunner:
     def _tracer(self) -> Any:
         return self.obs.tracer() if self.obs is not None else telemetry.global_tracer()
 
-    async def _loop(self, group: AgentGroup, job: AgentJob, instance: str) -> AgentOutput:
+    async def _loop(
+        self, group: AgentGroup, job: AgentJob, instance: str, known: Prefetched | None
+    ) -> AgentOutput:
         setup = group.setups[job.setup]
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": setup.role_prompt},
@@ -156,7 +163,9 @@ class AgentRunner:
                 call_key=call_key(job.agent, job.key, turn, 0),
             )
             try:
-                raw = await self._retrying(group, req.call_key or "", self._llm(req, instance))
+                raw = await self._retrying(
+                    group, req.call_key or "", self._llm(req, instance, known)
+                )
             except _AgentFailed as err:
                 return AgentOutput(
                     agent=job.agent,
@@ -217,7 +226,9 @@ class AgentRunner:
             agent=job.agent, status="max_turns", content=last, turns=setup.max_turns, usage=usage
         )
 
-    def _llm(self, req: LLMRequest, instance: str) -> Callable[[], Awaitable[dict[str, Any]]]:
+    def _llm(
+        self, req: LLMRequest, instance: str, known: Prefetched | None
+    ) -> Callable[[], Awaitable[dict[str, Any]]]:
         fp_request = {"model": req.model, "messages": req.messages, "tools": req.tools}
 
         async def attempt() -> dict[str, Any]:
@@ -227,6 +238,7 @@ class AgentRunner:
                 fp_request,
                 lambda: self.call_model(req, instance),
                 indexed=req.call_key is not None and req.call_key.endswith("/1/0"),
+                known=known,
             )
 
         return attempt

@@ -18,6 +18,10 @@ Invariants:
   tools; not the trace). A key whose entry has another fingerprint is a
   different call (the workflow changed under the same key): it is made again
   and the entry replaced, never answered with the wrong result.
+* Reads and writes are batched across the concurrent calls of one process: a
+  group prefetches its agents' first-turn entries in one bulk read, and
+  entries answered within a few milliseconds of each other are written in one
+  request. A call's result still reaches the store before the call returns.
 * Every entry's key is recorded in the run's key index
   (:class:`swarmd.engine.runkeys.RunKeys`) before the entry is written, so
   purging the run deletes it; entries also expire after the retention period
@@ -26,6 +30,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
@@ -52,6 +57,22 @@ def fingerprint(request: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+#: entries written together: those answered within this long of the first
+WRITE_BATCH_S = 0.005
+WRITE_BATCH_MAX = 200
+
+Prefetched = dict[str, Any]
+"""Entries read ahead (``key -> raw entry or None``); a key in it is not read again."""
+
+
+class _Writes:
+    """Entries waiting to be written in one request, and who waits for them."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Any, int | None]] = []
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
 class Journal:
     def __init__(self, state: StateStore, keys: RunKeys, retention_s: int | None = None) -> None:
         self.state = state
@@ -60,16 +81,59 @@ class Journal:
         #: calls answered from the journal / made, since start (for metrics and tests)
         self.replayed = 0
         self.made = 0
+        self._writes: dict[int, _Writes] = {}  # per event loop
+        self._flushing: set[asyncio.Future[None]] = set()
 
-    async def lookup(self, run_id: str, key: str, fp: str) -> dict[str, Any] | None:
+    async def prefetch(self, run_id: str, keys: list[str]) -> Prefetched:
+        """The entries of ``keys`` in one bulk read (for :meth:`once`'s ``known``)."""
+        if not keys:
+            return {}
+        eks = {entry_key(run_id, k): k for k in keys}
         try:
-            raw = await self.state.get(entry_key(run_id, key))
+            found = await self.state.get_many(list(eks))
         except (ActivityError, DependencyUnavailable) as exc:
-            raise JournalUnavailable(f"journal read {key!r}: {exc}") from exc
+            raise JournalUnavailable(f"journal read of {run_id!r}: {exc}") from exc
+        return {eks[ek]: e.value for ek, e in found.items()}
+
+    async def lookup(
+        self, run_id: str, key: str, fp: str, known: Prefetched | None = None
+    ) -> dict[str, Any] | None:
+        if known is not None and key in known:
+            raw = known.pop(key)
+        else:
+            try:
+                raw = await self.state.get(entry_key(run_id, key))
+            except (ActivityError, DependencyUnavailable) as exc:
+                raise JournalUnavailable(f"journal read {key!r}: {exc}") from exc
         if isinstance(raw, dict) and raw.get("fp") == fp and isinstance(raw.get("result"), dict):
             self.replayed += 1
             return dict(raw["result"])
         return None
+
+    async def _write(self, key: str, value: Any) -> None:
+        """Write one entry, together with those other calls write at the same moment."""
+        loop_id = id(asyncio.get_running_loop())
+        batch = self._writes.get(loop_id)
+        if batch is None or len(batch.items) >= WRITE_BATCH_MAX:
+            batch = self._writes[loop_id] = _Writes()
+            asyncio.get_running_loop().call_later(WRITE_BATCH_S, self._start_flush, loop_id, batch)
+        batch.items.append((key, value, self.retention_s))
+        await asyncio.shield(batch.done)
+
+    def _start_flush(self, loop_id: int, batch: _Writes) -> None:
+        task = asyncio.ensure_future(self._flush(loop_id, batch))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _flush(self, loop_id: int, batch: _Writes) -> None:
+        if self._writes.get(loop_id) is batch:
+            del self._writes[loop_id]
+        try:
+            await self.state.put_many(batch.items)
+        except Exception as exc:  # every waiter of the batch sees the failure
+            batch.done.set_exception(exc)
+        else:
+            batch.done.set_result(None)
 
     async def index(self, run_id: str, keys: list[str]) -> None:
         """Record call keys in the run's key index ahead of their calls (one write for
@@ -86,7 +150,7 @@ class Journal:
         try:
             if not indexed:
                 await self.keys.add(run_id, [ek])
-            await self.state.put(ek, {"fp": fp, "result": result}, self.retention_s)
+            await self._write(ek, {"fp": fp, "result": result})
         except (ActivityError, DependencyUnavailable) as exc:
             raise JournalUnavailable(f"journal write {key!r}: {exc}") from exc
 
@@ -98,16 +162,18 @@ class Journal:
         make: Callable[[], Awaitable[dict[str, Any]]],
         *,
         indexed: bool = False,
+        known: Prefetched | None = None,
     ) -> dict[str, Any]:
         """The journaled result of the call ``key``, else ``make()``'s (then journaled).
 
         With ``key`` None (a caller that has no key, e.g. a run started on an
         engine version before the journal) the call is simply made. ``indexed``: the
-        key is already in the run's key index (see :meth:`index`)."""
+        key is already in the run's key index (see :meth:`index`); ``known``: entries
+        read ahead by :meth:`prefetch`."""
         if key is None:
             return await make()
         fp = fingerprint(request)
-        found = await self.lookup(run_id, key, fp)
+        found = await self.lookup(run_id, key, fp, known)
         if found is not None:
             return found
         result = await make()

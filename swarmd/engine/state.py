@@ -81,6 +81,21 @@ class StateStore:
         if r.status_code >= 300:
             raise _failure(f"state save {key!r}", r)
 
+    async def put_many(self, items: list[tuple[str, Any, int | None]]) -> None:
+        """Save ``(key, value, ttl_s)`` items in one round trip (not a transaction)."""
+        body: list[dict[str, Any]] = []
+        for key, value, ttl_s in items:
+            item: dict[str, Any] = {"key": key, "value": value}
+            if ttl_s:
+                item["metadata"] = {"ttlInSeconds": str(ttl_s)}
+            body.append(item)
+        try:
+            r = await self._client().post(self.base, json=body)
+        except httpx.HTTPError as exc:
+            raise RetryableActivityError(f"state store unreachable: {exc}") from exc
+        if r.status_code >= 300:
+            raise _failure(f"state save of {len(items)} keys", r)
+
     async def delete(self, key: str) -> None:
         try:
             r = await self._client().delete(f"{self.base}/{quote(key, safe='')}")
