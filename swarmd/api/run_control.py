@@ -340,8 +340,8 @@ change. A reconnect after the ``end`` event answers 204 (no more events), which
 also tells a browser's ``EventSource`` to stop reconnecting.
 """
 
-#: ``Last-Event-ID``: an id this stream sent
-EVENT_ID = r"^[0-9]{1,20}$"
+#: ``Last-Event-ID``: an id this stream sent, or empty (none, as in the SSE spec)
+EVENT_ID = r"^[0-9]{0,20}$"
 
 
 def _sse(event: str, data: str, eid: int) -> str:
@@ -429,13 +429,13 @@ async def stream_run(
     settings: SettingsDep,
     services: ServicesDep,
     last_event_id: Annotated[
-        str | None,
+        str,
         Header(
             alias="Last-Event-ID",
             pattern=EVENT_ID,
-            description="id of the last event received: resume after it",
+            description="id of the last event received: resume after it (empty: from the start)",
         ),
-    ] = None,
+    ] = "",
 ) -> Response:
     state = await _read(services, client, run_id, payloads=False)
     if state is None:
