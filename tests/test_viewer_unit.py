@@ -153,6 +153,47 @@ def test_retries_leave_out_the_attempt_that_ended_a_failed_agent() -> None:
     assert retries_of(ok[0], failed=0) == 0
 
 
+def group(eid: int, at: float, keys: list[str]) -> Any:
+    jobs = [{"agent": k, "key": k, "task": "t"} for k in keys]
+    return hpb.HistoryEvent(
+        eventId=eid,
+        timestamp=ts(at),
+        taskScheduled=hpb.TaskScheduledEvent(name=names.RUN_AGENTS, input=sv({"jobs": jobs})),
+    )
+
+
+def group_done(sched: int, at: float, keys: list[str], stopped: str | None = None) -> Any:
+    outs = [
+        {"agent": k, "status": "answered", "content": k, "turns": 1, "usage": usage(10, 5)}
+        for k in keys
+    ]
+    return hpb.HistoryEvent(
+        eventId=-1,
+        timestamp=ts(at),
+        taskCompleted=hpb.TaskCompletedEvent(
+            taskScheduledId=sched, result=sv({"outputs": outs, "stopped": stopped})
+        ),
+    )
+
+
+def test_engine_v2_groups_give_each_agent_its_groups_times_and_its_own_usage() -> None:
+    events = [
+        group(0, 1, ["agent-1", "agent-2"]),
+        task_failed(0, 2),  # the group's activity failed: the engine ran it again
+        group(1, 3, ["agent-1", "agent-2"]),
+        group_done(1, 5, ["agent-1"], stopped="token_budget"),
+    ]
+    entries, outputs = timeline("run1", events)
+    assert [(e.id, e.status, e.retries) for e in entries] == [
+        ("agent-1", "answered", 1),
+        ("agent-2", "not_started", 1),
+    ]
+    a1 = entries[0]
+    assert a1.started_at == T0 + timedelta(seconds=1) and a1.ended_at == T0 + timedelta(seconds=5)
+    assert a1.usage.total_tokens == 15 and a1.instance_id is None
+    assert entries[1].error == "token_budget" and set(outputs) == {"agent-1"}
+
+
 def test_ui_is_served_with_a_strict_content_security_policy() -> None:
     app = create_app(Settings(api_token="t" * 32), start_engine=False)
     with TestClient(app) as c:

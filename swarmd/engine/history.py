@@ -38,7 +38,7 @@ from swarmd.engine import names
 from swarmd.engine.models import AgentOutput, LLMResult, Usage
 from swarmd.errors import DependencyUnavailable, RunNotFound
 
-AgentStatus = Literal["running", "answered", "max_turns", "failed"]
+AgentStatus = Literal["running", "answered", "max_turns", "failed", "not_started"]
 #: histories are read whole; a run's stays below the sidecar's 4 MiB per message
 #: write limit per turn, but many turns add up
 MAX_HISTORY_BYTES = 256 * 1024 * 1024
@@ -94,9 +94,54 @@ def timeline(instance: str, events: Iterable[Any]) -> tuple[list[TimelineEntry],
     last_step: dict[str, TimelineEntry] = {}
     outputs: dict[str, Any] = {}
     prefix = f"{instance}."
+    groups: dict[int, list[TimelineEntry]] = {}
+    agents: dict[str, TimelineEntry] = {}
     for e in events:
         kind = e.WhichOneof("eventType")
-        if kind == "childWorkflowInstanceCreated":
+        if kind == "taskScheduled" and e.taskScheduled.name == names.RUN_AGENTS:
+            # engine v2: a group of agents in one activity; each agent is an entry that
+            # starts and ends with its group (the history knows no finer times)
+            inp = _json(e.taskScheduled.input) or {}
+            members = []
+            for job in inp.get("jobs") or []:
+                key = str(job.get("key") or job.get("agent"))
+                prev = agents.get(key)
+                if prev is not None and prev.status == "failed":
+                    prev.retries += 1  # the engine ran the failed group again
+                    prev.status, prev.ended_at, prev.error = "running", None, None
+                    members.append(prev)
+                    continue
+                entry = TimelineEntry(
+                    id=key,
+                    name=str(job.get("agent") or key),
+                    kind="agent",
+                    status="running",
+                    started_at=_ts(e),
+                )
+                agents[key] = entry
+                entries.append(entry)
+                members.append(entry)
+            groups[e.eventId] = members
+        elif kind == "taskCompleted" and e.taskCompleted.taskScheduledId in groups:
+            members = groups[e.taskCompleted.taskScheduledId]
+            raw = _json(e.taskCompleted.result) or {}
+            by_label = {str(o.get("agent")): o for o in raw.get("outputs") or []}
+            for m in members:
+                m.ended_at = _ts(e)
+                out_raw = by_label.get(m.name)
+                if out_raw is None:
+                    m.status, m.error = "not_started", raw.get("stopped")
+                    continue
+                with contextlib.suppress(ValidationError):
+                    out = AgentOutput.model_validate(out_raw)
+                    m.status, m.turns, m.usage = out.status, out.turns, out.usage
+                    m.output_chars, m.error = out.size, out.error
+                    outputs[m.id] = out_raw
+        elif kind == "taskFailed" and e.taskFailed.taskScheduledId in groups:
+            for m in groups[e.taskFailed.taskScheduledId]:
+                m.ended_at, m.status = _ts(e), "failed"
+                m.error = e.taskFailed.failureDetails.errorMessage or None
+        elif kind == "childWorkflowInstanceCreated":
             c = e.childWorkflowInstanceCreated
             if c.name != names.AGENT_LOOP:
                 continue
