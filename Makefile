@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup venv dapr redis chromium chart-tools run demo up test test-fast test-chart test-pubsub lint fmt bench chaos clean
+.PHONY: help setup venv dapr redis chromium chart-tools run demo up test test-fast test-chart test-pubsub lint fmt bench chaos fuzz clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ test-pubsub: setup ## the pub/sub tests at full size: 300 tasks, two app SIGKILL
 
 test-fast: venv ## unit tests only (no stack)
 	$(BIN)/pytest -m "not integration"
+
+fuzz: setup ## schemathesis against a local stack: all checks, examples/coverage/fuzzing, 100 cases per operation
+	$(BIN)/python -m tests.fuzz.harness --max-examples 100 --report-dir .data/fuzz
 
 bench: setup ## benchmarks: figures and method in docs/benchmarks.md
 	$(BIN)/python -m bench.scatter_gather

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -232,8 +232,8 @@ def runs_list(c: Client, args: argparse.Namespace) -> int:
         "status": args.status,
         "swarm": args.swarm,
         "user": args.user,
-        "started_after": args.since,
-        "started_before": args.until,
+        "started_after": _rfc3339(args.since, "--since"),
+        "started_before": _rfc3339(args.until, "--until"),
         "limit": args.limit,
         "cursor": args.cursor,
     }
@@ -264,6 +264,17 @@ def _page(table: Table, page: dict[str, Any]) -> int:
     if page.get("next_cursor"):
         err.print(f"more: --cursor {page['next_cursor']}", highlight=False)
     return OK
+
+
+def _rfc3339(text: str | None, flag: str) -> str | None:
+    """A date or date-time as typed (UTC unless it says otherwise), as the API wants it."""
+    if text is None:
+        return None
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise ClientError(f"{flag}: not a date or date-time: {text!r}", status=422) from None
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).isoformat()
 
 
 def runs_get(c: Client, args: argparse.Namespace) -> int:

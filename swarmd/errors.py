@@ -4,6 +4,7 @@
 
     SwarmdError                      base; never raised itself
     ├── RequestError                 the caller sent something we refuse (4xx)
+    │   ├── InvalidJson              400 the body is not JSON at all
     │   ├── ValidationFailed         422 body/spec invalid; names the field
     │   ├── MalformedMessage         400 a pub/sub message that is not a JSON object
     │   ├── UnknownSwarm             422 no such swarm pattern (names the field)
@@ -16,7 +17,8 @@
     │   ├── LockNotHeld              404 this process does not hold that lock
     │   ├── Unauthorized             401 missing or wrong bearer token
     │   ├── BaselineViolation        403 a user-agent customisation widens the baseline
-    │   └── PayloadTooLarge          413 body above settings.max_body_bytes
+    │   ├── PayloadTooLarge          413 body above settings.max_body_bytes
+    │   └── UnsupportedMediaType     415 a body that is not application/json
     ├── DependencyUnavailable        503 sidecar / gateway not reachable (retry later)
     │   ├── LeaseLost                503 this process lost its lock-owner lease
     │   └── JournalUnavailable       the call journal cannot be read or written: an
@@ -57,6 +59,13 @@ class SwarmdError(Exception):
 class RequestError(SwarmdError):
     status_code = 400
     code = "bad_request"
+
+
+class InvalidJson(RequestError):
+    """The body could not be parsed as JSON at all (400, unlike a 422 for bad values)."""
+
+    status_code = 400
+    code = "invalid_json"
 
 
 class ValidationFailed(RequestError):
@@ -135,6 +144,11 @@ class BaselineViolation(RequestError):
 class PayloadTooLarge(RequestError):
     status_code = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(RequestError):
+    status_code = 415
+    code = "unsupported_media_type"
 
 
 class DependencyUnavailable(SwarmdError):

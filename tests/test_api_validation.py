@@ -66,9 +66,15 @@ def test_oversized_body_is_413(client: TestClient) -> None:
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
 
 
-def test_malformed_json_is_422(client: TestClient) -> None:
+def test_malformed_json_is_400_naming_the_body(client: TestClient) -> None:
     r = client.post("/v1/runs", content=b"{not json", headers={"content-type": "application/json"})
-    assert r.status_code == 422
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_json" and r.json()["error"]["field"] == "body"
+
+
+def test_a_body_that_is_not_json_is_415(client: TestClient) -> None:
+    r = client.post("/v1/runs", content=b"task=x", headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and r.json()["error"]["field"] == "content-type"
 
 
 def test_openapi_documents_the_run_api(client: TestClient) -> None:

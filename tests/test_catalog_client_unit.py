@@ -15,9 +15,10 @@ from swarmd.errors import ValidationFailed
 
 
 def test_a_cursor_survives_its_round_trip_and_a_forged_one_names_the_field() -> None:
-    c = Cursor(d="2026-12-01", p=3, t=1764547200.123456, id="abc")
+    c = Cursor(d="2026-12-01", p=3, t=1764547200123456, id="abc")
     assert Cursor.decode(c.encode()) == c
-    for bad in ("not-a-cursor", "e30", c.encode()[:-4]):
+    assert Cursor.decode(".0.5.x") == Cursor(p=0, t=5, id="x")  # the in-flight walk's
+    for bad in ("not-a-cursor", "e30", c.encode()[:-4] + "!", "2026-12-01.3.17"):
         with pytest.raises(ValidationFailed) as exc:
             Cursor.decode(bad)
         assert exc.value.field == "cursor"

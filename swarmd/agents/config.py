@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from annotated_types import Ge, Le
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from swarmd.engine.jsontypes import integral
 from swarmd.errors import BaselineViolation, ValidationFailed
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -36,7 +38,7 @@ NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Baseline(_Model):
@@ -66,8 +68,8 @@ class Skill(_Model):
 
 class Preferences(_Model):
     tools: list[str] | None = Field(None, description="narrow the template's tools")
-    max_daily_tokens: int | None = Field(None, ge=1)
-    max_turns: int | None = Field(None, ge=1, le=50)
+    max_daily_tokens: Annotated[int, Ge(1), integral] | None = None
+    max_turns: Annotated[int, Ge(1), Le(50), integral] | None = None
     note: str | None = Field(None, max_length=2_000, description="added to the system prompt")
     read_only_data: bool | None = None
 

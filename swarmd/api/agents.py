@@ -55,6 +55,7 @@ from swarmd.api.deps import (
     read_state,
     require_token,
 )
+from swarmd.api.openapi import errors
 from swarmd.engine import names
 from swarmd.engine.catalog import AgentQuery, decode_cursor
 from swarmd.errors import (
@@ -68,7 +69,7 @@ from swarmd.workflows.user_agent import WAKE_EVENT
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(require_token)])
 
-UserId = Annotated[str, Path(description="the user's id", max_length=64)]
+UserId = Annotated[str, Path(description="the user's id", pattern=NAME_RE)]
 FINAL = frozenset({"answered", "failed", "budget_exhausted"})
 #: a long-polling GET re-reads the message at least this often (a reply stored by
 #: another replica is not notified in this process)
@@ -77,8 +78,10 @@ ENDED = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStat
 
 
 class Provision(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    user_id: str = Field(max_length=64)
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types exactly as the schema
+    user_id: str = Field(
+        pattern=NAME_RE, description="1-64 letters, digits, _ or -", examples=["alice"]
+    )
     template: str = Field(max_length=64, examples=["analyst"])
 
 
@@ -86,19 +89,30 @@ class Customise(BaseModel):
     """PATCH body: preferences replace the stored ones field by field; a skill set to
     null is removed."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types exactly as the schema
     preferences: Preferences | None = None
     skills: dict[str, Skill | None] | None = None
 
 
 class NewMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    text: str = Field(min_length=1, max_length=100_000)
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types exactly as the schema
+    text: str = Field(min_length=1, max_length=100_000, examples=["Summarise the incidents"])
     skill: str | None = Field(None, pattern=NAME_RE, description="run with a named skill")
 
 
 class NewSchedule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Exactly one of ``every_s`` and ``daily_at``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["every_s"], "properties": {"every_s": {"type": "number"}}},
+                {"required": ["daily_at"], "properties": {"daily_at": {"type": "string"}}},
+            ]
+        },
+    )
     prompt: str = Field(min_length=1, max_length=10_000, examples=["check X and tell me"])
     every_s: float | None = Field(None, ge=1, le=366 * 86400, description="fire every N seconds")
     daily_at: str | None = Field(
@@ -187,6 +201,100 @@ class AgentUsage(BaseModel):
     jobs: int = 0
 
 
+class AgentWorkflow(BaseModel):
+    instance_id: str
+    status: str = Field(description="the workflow's status; missing when it is not running")
+    phase: str | None = None
+
+
+class AgentView(BaseModel):
+    """A user's agent: its template, customisation, what is in effect, and its workflow."""
+
+    user_id: str
+    template: str
+    preferences: dict[str, Any]
+    skills: dict[str, dict[str, Any]]
+    effective: dict[str, Any] | None = Field(
+        description="what applies after the baseline and template narrow the customisation"
+    )
+    workflow: AgentWorkflow
+    usage_today: AgentUsage
+    created_at: str | None = None
+
+
+class ProvisionedAgent(AgentView):
+    created: bool = Field(description="False when the agent already existed")
+
+
+class MessageAccepted(BaseModel):
+    message_id: str
+    status: str
+    seq: int
+
+
+class Message(BaseModel):
+    """A message and, once answered, its reply."""
+
+    model_config = ConfigDict(extra="allow")
+    message_id: str
+    seq: int
+    kind: str = Field(description="user, or job (a schedule fired)")
+    text: str
+    status: Literal["queued", "running", "answered", "failed", "budget_exhausted"]
+    reply: str | None = None
+    error: str | None = None
+    usage: dict[str, Any] | None = None
+    created_at: str
+    answered_at: str | None = None
+
+
+class MessageList(BaseModel):
+    messages: list[Message]
+
+
+class Memory(BaseModel):
+    user_id: str
+    memory: list[Any]
+
+
+class AgentUsageView(BaseModel):
+    user_id: str
+    day: str
+    today: AgentUsage
+    total: AgentUsage
+    max_daily_tokens: int | None
+
+
+class Schedule(BaseModel):
+    id: str
+    prompt: str
+    every_s: float | None
+    daily_at: str | None
+    created_at: str
+    fired: int
+    last_fire_at: str | None
+
+
+class ScheduleList(BaseModel):
+    schedules: list[Schedule]
+
+
+class ScheduleCancelled(BaseModel):
+    schedule_id: str
+    cancelled: bool
+
+
+class Deprovisioned(BaseModel):
+    """What deprovisioning removed, read back: ``clean`` when nothing is left."""
+
+    user_id: str
+    deleted_keys: int
+    purged_workflows: int
+    keys_left: list[str]
+    workflows_left: list[str]
+    clean: bool
+
+
 class AgentSummary(BaseModel):
     """An item of ``GET /v1/agents``."""
 
@@ -265,7 +373,15 @@ async def list_agents(
     return AgentList(items=items, next_cursor=nxt.encode() if nxt else None)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses={200: {"description": "existed"}})
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ProvisionedAgent,
+    responses={
+        200: {"description": "existed"},
+        **errors(_409="the user has an agent of another template"),
+    },
+)
 async def provision(body: Provision, c: CtxDep, response: Response) -> dict[str, Any]:
     """Provision a user's agent (idempotent: the same request again answers 200)."""
     user = check_user_id(body.user_id)
@@ -295,14 +411,14 @@ async def provision(body: Provision, c: CtxDep, response: Response) -> dict[str,
     return {**view, "created": created}
 
 
-@router.get("/{user_id}")
+@router.get("/{user_id}", response_model=AgentView, responses=errors(404))
 async def get_agent(user_id: UserId, c: CtxDep) -> dict[str, Any]:
     p = await c.profile(user_id)
     wf = await _state(c.client, instance_id(user_id), payloads=True)
     return _view(c, p, wf, await c.store.get(user_id, "usage", today()))
 
 
-@router.patch("/{user_id}")
+@router.patch("/{user_id}", response_model=AgentView, responses=errors(403, 404))
 async def customise(user_id: UserId, body: Customise, c: CtxDep) -> dict[str, Any]:
     """Change preferences and skills. Anything that would widen the operator baseline
     or the template is refused with 403 ``baseline_violation`` naming the field."""
@@ -324,14 +440,19 @@ async def customise(user_id: UserId, body: Customise, c: CtxDep) -> dict[str, An
     return _view(c, p, wf, await c.store.get(user_id, "usage", today()))
 
 
-@router.post("/{user_id}/messages", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/{user_id}/messages",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=MessageAccepted,
+    responses=errors(404),
+)
 async def post_message(user_id: UserId, body: NewMessage, c: CtxDep) -> dict[str, Any]:
     """Queue a message for the user's agent; 202 with its id. Answered in order."""
     check_user_id(user_id)
 
     def check(raw_profile: dict[str, Any]) -> None:
         if body.skill is not None and body.skill not in Profile.model_validate(raw_profile).skills:
-            raise ValidationFailed(f"skill: user has no skill named {body.skill!r}", field="skill")
+            raise NotFound(f"skill: user has no skill named {body.skill!r}", field="skill")
 
     msg = await c.store.enqueue(user_id, body.text, "user", check=check, skill=body.skill)
     if msg is None:
@@ -354,7 +475,7 @@ async def _message(c: Ctx, user: str, mid: str) -> dict[str, Any]:
     return dict(msg)
 
 
-@router.get("/{user_id}/messages")
+@router.get("/{user_id}/messages", response_model=MessageList, responses=errors(404))
 async def list_messages(
     user_id: UserId, c: CtxDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> dict[str, Any]:
@@ -364,7 +485,7 @@ async def list_messages(
     return {"messages": [m for m in msgs if m is not None]}
 
 
-@router.get("/{user_id}/messages/{message_id}")
+@router.get("/{user_id}/messages/{message_id}", response_model=Message, responses=errors(404))
 async def get_message(
     user_id: UserId,
     message_id: str,
@@ -393,7 +514,14 @@ async def get_message(
                 return stored.msg
 
 
-@router.get("/{user_id}/messages/{message_id}/stream", response_class=StreamingResponse)
+@router.get(
+    "/{user_id}/messages/{message_id}/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "status, then the reply"},
+        **errors(404),
+    },
+)
 async def stream_message(
     user_id: UserId, message_id: str, c: CtxDep, settings: SettingsDep
 ) -> StreamingResponse:
@@ -418,14 +546,14 @@ async def stream_message(
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
-@router.get("/{user_id}/memory")
+@router.get("/{user_id}/memory", response_model=Memory, responses=errors(404))
 async def get_memory(user_id: UserId, c: CtxDep) -> dict[str, Any]:
     """The agent's conversation memory (this user's only)."""
     await c.profile(user_id)
     return {"user_id": user_id, "memory": await c.store.get(user_id, "memory") or []}
 
 
-@router.get("/{user_id}/usage")
+@router.get("/{user_id}/usage", response_model=AgentUsageView, responses=errors(404))
 async def get_usage(user_id: UserId, c: CtxDep) -> dict[str, Any]:
     """Operator view: tokens, messages and jobs today and in total, and the daily budget."""
     p = await c.profile(user_id)
@@ -440,13 +568,18 @@ async def get_usage(user_id: UserId, c: CtxDep) -> dict[str, Any]:
     }
 
 
-@router.get("/{user_id}/schedules")
+@router.get("/{user_id}/schedules", response_model=ScheduleList, responses=errors(404))
 async def list_schedules(user_id: UserId, c: CtxDep) -> dict[str, Any]:
     await c.profile(user_id)
     return {"schedules": list((await c.store.get(user_id, "schedules") or {}).values())}
 
 
-@router.post("/{user_id}/schedules", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{user_id}/schedules",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Schedule,
+    responses=errors(404),
+)
 async def add_schedule(user_id: UserId, body: NewSchedule, c: CtxDep) -> dict[str, Any]:
     """A durable schedule owned by the user's agent: every ``every_s`` seconds or daily at
     ``daily_at`` (UTC), ``prompt`` becomes a message and its reply lands in the messages."""
@@ -471,7 +604,9 @@ async def add_schedule(user_id: UserId, body: NewSchedule, c: CtxDep) -> dict[st
     return s
 
 
-@router.delete("/{user_id}/schedules/{schedule_id}")
+@router.delete(
+    "/{user_id}/schedules/{schedule_id}", response_model=ScheduleCancelled, responses=errors(404)
+)
 async def cancel_schedule(user_id: UserId, schedule_id: str, c: CtxDep) -> dict[str, Any]:
     async with c.store.locked(user_id):
         await c.profile(user_id)
@@ -499,7 +634,7 @@ async def _purge(client: DaprWorkflowClient, iid: str) -> Literal["purged", "abs
     return "purged"
 
 
-@router.delete("/{user_id}")
+@router.delete("/{user_id}", response_model=Deprovisioned, responses=errors(404))
 async def deprovision(user_id: UserId, c: CtxDep) -> dict[str, Any]:
     """Deprovision completely: terminate and purge the workflow and every turn's agent
     loop, delete every key of the user, then read each back and report what is left."""

@@ -12,14 +12,26 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from swarmd import __version__, ui
-from swarmd.api import agents, locks, observability, pubsub, revivals, run_agents, run_control, runs
+from swarmd.api import (
+    agents,
+    locks,
+    observability,
+    openapi,
+    pubsub,
+    revivals,
+    run_agents,
+    run_control,
+    runs,
+)
 from swarmd.api.deps import Services, ServicesDep
 from swarmd.config import Settings
 from swarmd.engine.health import Persistent, SidecarHealth, probe
-from swarmd.errors import PayloadTooLarge, SwarmdError
+from swarmd.errors import InvalidJson, PayloadTooLarge, SwarmdError, UnsupportedMediaType
 from swarmd.metrics import Metrics
 from swarmd.telemetry import TRACER_NAME, global_tracer
 
@@ -67,6 +79,30 @@ class BodyLimit:
             await _error_response(exc)(scope, receive, send)
 
 
+class JsonBodies:
+    """Refuse a request body that is not ``application/json`` (or ``+json``) with 415:
+    every body this API takes is JSON."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") in ("POST", "PUT", "PATCH"):
+            headers = dict(scope.get("headers") or [])
+            kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            has_body = headers.get(b"content-length", b"0") != b"0" or (
+                b"transfer-encoding" in headers
+            )
+            if has_body and not (kind == b"application/json" or kind.endswith(b"+json")):
+                refusal = UnsupportedMediaType(
+                    f"content-type: send the body as application/json (got {kind.decode()!r})",
+                    field="content-type",
+                )
+                await _error_response(refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(
     settings: Settings, *, start_engine: bool = True, tracer_provider: Any = None
 ) -> FastAPI:
@@ -101,6 +137,7 @@ def create_app(
         description="Start and steer durable AI agent swarms running on Dapr workflows.",
         lifespan=lifespan,
     )
+    app.add_middleware(JsonBodies)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(observability.TraceRequests, tracer=tracer)
 
@@ -108,10 +145,31 @@ def create_app(
     async def swarmd_error(_: Request, exc: SwarmdError) -> JSONResponse:
         return _error_response(exc)
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        """Starlette's own refusals (no such path, method not allowed) in our error body;
+        a 405's ``Allow`` lists every method of the path (Starlette names one route's)."""
+        body = {"code": f"http_{exc.status_code}", "message": str(exc.detail)}
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            methods: set[str] = set()
+            for route in request.app.router.routes:
+                if route.matches(request.scope)[0] != Match.NONE:
+                    methods |= getattr(route, "methods", None) or set()
+            headers["Allow"] = ", ".join(sorted(methods))
+        return JSONResponse({"error": body}, status_code=exc.status_code, headers=headers)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        bad_json = next((e for e in exc.errors() if e.get("type") == "json_invalid"), None)
+        if bad_json is not None:
+            where = (bad_json.get("ctx") or {}).get("error", "")
+            return _error_response(InvalidJson(f"body: not valid JSON ({where})", field="body"))
         errors = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+            {
+                "field": ".".join(str(p) for p in e["loc"][1:]) or "body",  # not body/query/path
+                "message": e["msg"],
+            }
             for e in exc.errors()
         ]
         first = errors[0] if errors else {"field": None, "message": "invalid request"}
@@ -161,6 +219,15 @@ def create_app(
         body = {"status": "worker_lost" if lost else "ok", "sidecar": h.diagnosis, "for_s": held}
         return JSONResponse(body, status_code=503 if lost else 200)
 
+    from swarmd.agents.config import load_templates
+    from swarmd.engine.spec import SpecRegistry
+
+    openapi.document(  # the swarms and templates this process serves, as its schemas say
+        app,
+        settings,
+        SpecRegistry.for_settings(settings.specs_dir),
+        list(load_templates(settings.agent_templates_dir)),
+    )
     # one router per resource (a new resource: a module with `router`, added here)
     app.include_router(runs.router)
     app.include_router(locks.router)

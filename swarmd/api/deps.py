@@ -35,7 +35,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from swarmd.agents.config import Baseline, Template
 from swarmd.agents.store import UserStore
 from swarmd.config import Settings
-from swarmd.engine.catalog import AgentCatalog, RunCatalog
+from swarmd.engine.catalog import CURSOR_RE, AgentCatalog, RunCatalog
 from swarmd.engine.history import HistoryReader
 from swarmd.engine.live import LiveProgress
 from swarmd.engine.locks import LockManager
@@ -160,7 +160,7 @@ OwnerScopeDep = Annotated[str | None, Depends(owner_scope)]
 #: the paging parameters of every list (GET /v1/runs, GET /v1/agents)
 PageLimit = Annotated[int, Query(ge=1, le=200, description="at most this many items")]
 PageCursor = Annotated[
-    str | None, Query(max_length=1000, description="next_cursor of the previous page")
+    str | None, Query(pattern=CURSOR_RE, description="next_cursor of the previous page")
 ]
 
 

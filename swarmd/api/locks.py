@@ -14,20 +14,24 @@ from fastapi import APIRouter, Depends, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from swarmd.api.deps import LocksDep, ServicesDep, get_locks, require_token
-from swarmd.engine.locks import MAX_TTL_S, Hold, check_resource
+from swarmd.api.openapi import errors
+from swarmd.engine.jsontypes import JsonInt
+from swarmd.engine.locks import MAX_TTL_S, RESOURCE_RE, Hold, check_resource
 from swarmd.errors import LockBusy, LockNotHeld
 
 router = APIRouter(prefix="/v1/locks", tags=["locks"], dependencies=[Depends(require_token)])
 
 
-Resource = Annotated[str, Path(description="Lock resource id", max_length=200)]
+Resource = Annotated[str, Path(description="Lock resource id", pattern=RESOURCE_RE.pattern)]
 
 
 class TakeLock(BaseModel):
     """Body of ``POST /v1/locks/{resource}``."""
 
-    model_config = ConfigDict(extra="forbid")
-    ttl_s: int = Field(ge=1, le=MAX_TTL_S, description="Seconds until the lock expires by itself")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types exactly as the schema
+    ttl_s: JsonInt = Field(
+        ge=1, le=MAX_TTL_S, description="Seconds until the lock expires by itself", examples=[30]
+    )
     wait_s: float = Field(0.0, ge=0, le=60, description="Keep trying this long if it is held")
     busy_marker: bool = Field(
         False, description="Also write the state marker 'busy.lock.<resource>' while held"
@@ -65,7 +69,7 @@ async def list_locks(locks: LocksDep) -> LockList:
     "/{resource}",
     status_code=status.HTTP_201_CREATED,
     response_model=LockView,
-    responses={409: {"description": "held by another owner (or already by this process)"}},
+    responses=errors(_409="held by another owner (or already by this process)"),
 )
 async def take_lock(resource: Resource, body: TakeLock, services: ServicesDep) -> LockView:
     """Take the lock ``resource`` for this process; 409 ``lock_busy`` if it is held."""
@@ -80,7 +84,7 @@ async def take_lock(resource: Resource, body: TakeLock, services: ServicesDep) -
     return _view(hold)
 
 
-@router.get("/{resource}", response_model=LockView, responses={404: {}})
+@router.get("/{resource}", response_model=LockView, responses=errors(404))
 async def get_lock(resource: Resource, services: ServicesDep) -> LockView:
     """The lock if this process holds it (404 otherwise)."""
     check_resource(resource)
@@ -91,7 +95,13 @@ async def get_lock(resource: Resource, services: ServicesDep) -> LockView:
     return _view(hold)
 
 
-@router.delete("/{resource}", responses={404: {}})
+class LockReleased(BaseModel):
+    resource: str
+    owner: str
+    released: bool = Field(description="False: it had expired (or been reclaimed) already")
+
+
+@router.delete("/{resource}", response_model=LockReleased, responses=errors(404))
 async def release_lock(resource: Resource, services: ServicesDep) -> dict[str, Any]:
     """Release a lock this process holds. ``released`` is false if it had already
     expired (or been reclaimed) before this call."""

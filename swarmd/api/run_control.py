@@ -77,7 +77,7 @@ class RunAction(BaseModel):
 class TerminateRun(BaseModel):
     """Optional body of ``POST /v1/runs/{run_id}/terminate``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types exactly as the schema
     reason: str | None = Field(
         None, max_length=2000, description="Recorded as the terminated run's output"
     )

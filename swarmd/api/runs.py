@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import grpc
+from annotated_types import Ge, Le
 from dapr.ext.workflow import WorkflowState, WorkflowStatus
 from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -27,8 +28,10 @@ from swarmd.api.deps import (
     read_run,
     require_token,
 )
+from swarmd.api.openapi import errors
 from swarmd.engine import names
 from swarmd.engine.catalog import RunQuery, RunRecord, RunStatus, decode_cursor, final_update
+from swarmd.engine.jsontypes import integral
 from swarmd.engine.live import LiveProgress
 from swarmd.engine.models import Progress, SwarmInput, Usage
 from swarmd.engine.spec import NAME as SWARM_NAME
@@ -56,21 +59,21 @@ _STATUS: dict[WorkflowStatus, RunStatus] = {
 class RunInputBody(BaseModel):
     """``input`` of a start request."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types exactly as the schema
     task: str = Field(min_length=1, max_length=100_000, description="what the swarm should do")
-    agents: int | None = Field(
-        None, ge=1, le=10_000, description="scatter_gather: how many agents to fan out to"
+    agents: Annotated[int, Ge(1), Le(10_000), integral] | None = Field(
+        None, description="scatter_gather: how many agents to fan out to"
     )
     user: str | None = Field(None, max_length=200, description="end user id, seen by the gateway")
-    max_parallel: int | None = Field(
-        None, ge=1, le=10_000, description="override the spec's limits.max_parallel"
+    max_parallel: Annotated[int, Ge(1), Le(10_000), integral] | None = Field(
+        None, description="override the spec's limits.max_parallel"
     )
 
 
 class StartRun(BaseModel):
     """Body of ``POST /v1/runs``: a named swarm (``swarm``) or an inline ``spec``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types exactly as the schema
     swarm: str | None = Field(
         None,
         description="name of a swarm spec (built-in: scatter_gather, supervisor, debate, pipeline)",
@@ -107,6 +110,10 @@ class RunView(BaseModel):
 
 
 def build_input(body: StartRun, run_id: str, specs: SpecRegistry) -> SwarmInput:
+    if body.spec is not None and body.swarm is not None:
+        raise ValidationFailed(
+            "swarm: give a swarm name or an inline spec, not both", field="swarm"
+        )
     if body.spec is not None:
         spec = parse_spec(body.spec)
     elif body.swarm is not None:
@@ -189,7 +196,10 @@ async def with_live(v: RunView, live: LiveProgress) -> tuple[RunView, int]:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RunAccepted,
-    responses={200: {"model": RunAccepted, "description": "Run already existed"}},
+    responses={
+        200: {"model": RunAccepted, "description": "Run already existed"},
+        **errors(_409="run_id exists with a different swarm or input"),
+    },
 )
 async def start_run(body: StartRun, services: ServicesDep, response: Response) -> RunAccepted:
     """Start a swarm run. Answers 202 with the run id; 200 if ``run_id`` already exists."""
@@ -251,7 +261,7 @@ def _existing(
     )
 
 
-@router.get("/{run_id}", response_model=RunView)
+@router.get("/{run_id}", response_model=RunView, responses=errors(404))
 async def get_run(
     run_id: str, client: WorkflowClientDep, payloads: PayloadsDep, services: ServicesDep
 ) -> RunView:
@@ -277,10 +287,29 @@ class RunList(BaseModel):
     )
 
 
-def _utc(t: datetime | None) -> float | None:
-    if t is None:
+#: an RFC 3339 date-time (JSON Schema's ``date-time``): date, time and offset
+RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+
+
+def _instant(text: str | None, field: str) -> float | None:
+    """An RFC 3339 date-time as a Unix time (a leap second counts as :59)."""
+    if text is None:
         return None
-    return (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).timestamp()
+    t = text.upper()
+    if t[17:19] == "60":
+        t = t[:17] + "59" + t[19:]
+    try:
+        return datetime.fromisoformat(t).timestamp()
+    except ValueError as exc:
+        raise ValidationFailed(f"{field}: not a date-time: {text[:40]!r}", field=field) from exc
+
+
+def _instant_query(what: str) -> Any:
+    return Query(
+        pattern=RFC3339,
+        json_schema_extra={"format": "date-time"},
+        description=f"only runs started {what} (RFC 3339, e.g. 2026-12-01T09:00:00Z)",
+    )
 
 
 async def _live(
@@ -330,12 +359,8 @@ async def list_runs(
     user: Annotated[
         str | None, Query(min_length=1, max_length=200, description="only runs of this input.user")
     ] = None,
-    started_after: Annotated[
-        datetime | None, Query(description="only runs started at or after (ISO 8601; UTC if naive)")
-    ] = None,
-    started_before: Annotated[
-        datetime | None, Query(description="only runs started before (ISO 8601; UTC if naive)")
-    ] = None,
+    started_after: Annotated[str | None, _instant_query("at or after")] = None,
+    started_before: Annotated[str | None, _instant_query("before")] = None,
     limit: PageLimit = 50,
     cursor: PageCursor = None,
 ) -> RunList:
@@ -347,8 +372,8 @@ async def list_runs(
         swarm=swarm,
         user=user,
         owner=owner,
-        started_after=_utc(started_after),
-        started_before=_utc(started_before),
+        started_after=_instant(started_after, "started_after"),
+        started_before=_instant(started_before, "started_before"),
         limit=limit,
         cursor=decode_cursor(cursor),
     )

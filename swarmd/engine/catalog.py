@@ -36,11 +36,10 @@ a start or purge in progress; a list skips entries whose record is missing.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -187,29 +186,43 @@ class PagedIndex:
         raise DependencyUnavailable(f"could not update {self.prefix}: too much contention")
 
 
-class Cursor(BaseModel):
-    """Where a list stopped: the position of the last entry it examined."""
+#: a cursor is a position, ``<day>.<page>.<start time in µs>.<id>``; every string that
+#: matches is a valid position (the list continues after it), so the schema says it all
+CURSOR_RE = r"^(\d{4}-\d{2}-\d{2})?\.\d{1,6}\.\d{1,20}\.[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
+_CURSOR = re.compile(CURSOR_RE)
 
-    model_config = ConfigDict(extra="forbid")
+
+class Cursor(BaseModel):
+    """Where a list stopped: the position of the last entry it consumed (``d`` is empty
+    for a walk of the in-flight index)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
     d: str = ""
     p: int
-    t: float
+    t: int = Field(description="start time in microseconds")
     id: str
 
+    @classmethod
+    def at(cls, e: dict[str, Any], d: str = "", p: int = 0) -> Cursor:
+        t, id_ = _key(e)
+        return cls(d=d, p=p, t=t, id=id_)
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return self.t, self.id
+
     def encode(self) -> str:
-        raw = json.dumps(self.model_dump(), separators=(",", ":")).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return f"{self.d}.{self.p}.{self.t}.{self.id}"
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
-        try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            return cls.model_validate_json(raw)
-        except (ValueError, ValidationError, binascii.Error) as exc:
+        if not _CURSOR.fullmatch(text):
             raise ValidationFailed(
                 "cursor: not a cursor this API returned (pass next_cursor unchanged)",
                 field="cursor",
-            ) from exc
+            )
+        d, p, t, id_ = text.split(".", 3)
+        return cls(d=d, p=int(p), t=int(t), id=id_)
 
 
 def decode_cursor(text: str | None) -> Cursor | None:
@@ -251,8 +264,9 @@ def _us(t: float) -> int:
     return round(t * 1_000_000)
 
 
-def _key(e: dict[str, Any]) -> tuple[float, str]:
-    return float(e.get("t", 0)), str(e.get("id", ""))
+def _key(e: dict[str, Any]) -> tuple[int, str]:
+    """An entry's place in a list: (start time in µs, id), newest first."""
+    return _us(float(e.get("t", 0))), str(e.get("id", ""))
 
 
 class RunCatalog:
@@ -359,8 +373,7 @@ class RunCatalog:
             for p in range(top, -1, -1):
                 entries = sorted(await index.page(p), key=_key, reverse=True)
                 if q.cursor is not None and day == q.cursor.d and p == q.cursor.p:
-                    ck = (q.cursor.t, q.cursor.id)
-                    entries = [e for e in entries if _key(e) < ck]
+                    entries = [e for e in entries if _key(e) < q.cursor.key]
                 entries = entries[: SCAN_BUDGET - examined]
                 recs = await self._records([e for e in entries if q.entry_matches(e)], live)
                 for e in entries:
@@ -369,7 +382,7 @@ class RunCatalog:
                     if rec is not None and (not q.status or rec.status in q.status):
                         found.append(rec)
                     if len(found) >= q.limit or examined >= SCAN_BUDGET:
-                        return found, Cursor(d=day, p=p, t=_key(e)[0], id=_key(e)[1])
+                        return found, Cursor.at(e, day, p)
         return found, None
 
     async def _scan_in_flight(
@@ -382,8 +395,7 @@ class RunCatalog:
         entries = [{**v, "id": k} for k, v in index.items() if isinstance(v, dict)]
         entries.sort(key=_key, reverse=True)
         if q.cursor is not None:
-            ck = (q.cursor.t, q.cursor.id)
-            entries = [e for e in entries if _key(e) < ck]
+            entries = [e for e in entries if _key(e) < q.cursor.key]
         found: list[RunRecord] = []
         for start in range(0, min(len(entries), SCAN_BUDGET), PAGE_SIZE):
             batch = entries[start : start + PAGE_SIZE]
@@ -394,7 +406,7 @@ class RunCatalog:
                     found.append(rec)
                 if len(found) >= q.limit or start + i + 1 >= SCAN_BUDGET:
                     more = start + i + 1 < len(entries)
-                    cur = Cursor(p=0, t=_key(e)[0], id=_key(e)[1])
+                    cur = Cursor.at(e)
                     return found, cur if more else None
         return found, None
 
@@ -465,7 +477,7 @@ class AgentCatalog:
         for p in range(top, -1, -1):
             entries = sorted(await self.index.page(p), key=_key, reverse=True)
             if q.cursor is not None and p == q.cursor.p:
-                entries = [e for e in entries if _key(e) < (q.cursor.t, q.cursor.id)]
+                entries = [e for e in entries if _key(e) < q.cursor.key]
             for e in entries:
                 examined += 1
                 if (q.template is None or e.get("template") == q.template) and (
@@ -473,7 +485,7 @@ class AgentCatalog:
                 ):
                     found.append(e)
                 if len(found) >= q.limit or examined >= SCAN_BUDGET:
-                    return found, Cursor(p=p, t=_key(e)[0], id=_key(e)[1])
+                    return found, Cursor.at(e, p=p)
         return found, None
 
 

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from annotated_types import Ge
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from swarmd.engine.jsontypes import JsonInt, One, integral
 from swarmd.errors import UnknownSwarm, ValidationFailed
 
 Pattern = Literal["scatter_gather", "supervisor", "debate", "pipeline"]
@@ -35,7 +37,7 @@ BUILTIN_DIR = Path(__file__).resolve().parent.parent / "specs"
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class AgentSpec(_Spec):
@@ -43,21 +45,25 @@ class AgentSpec(_Spec):
     role: str = Field(min_length=1, max_length=8000, description="the agent's role prompt")
     model: str = Field("swarmd-fast", min_length=1, description="a gateway model alias")
     tools: list[ToolName] = Field(default_factory=list)
-    max_turns: int = Field(4, ge=1, le=50)
+    max_turns: JsonInt = Field(4, ge=1, le=50)
 
 
 class Limits(_Spec):
-    max_parallel: int = Field(50, ge=1, le=10_000, description="agents in flight at once")
-    max_rounds: int = Field(3, ge=1, le=100, description="supervisor / debate rounds")
-    token_budget: int | None = Field(None, ge=1, description="stop cleanly past this many")
-    deadline_s: int | None = Field(None, ge=1, description="stop cleanly after this long")
-    reduce_chunk_chars: int = Field(
+    max_parallel: JsonInt = Field(50, ge=1, le=10_000, description="agents in flight at once")
+    max_rounds: JsonInt = Field(3, ge=1, le=100, description="supervisor / debate rounds")
+    token_budget: Annotated[int, Ge(1), integral] | None = Field(
+        None, description="stop cleanly past this many"
+    )
+    deadline_s: Annotated[int, Ge(1), integral] | None = Field(
+        None, description="stop cleanly after this long"
+    )
+    reduce_chunk_chars: JsonInt = Field(
         50_000, ge=100, description="scatter_gather: reduce in chunks above this many characters"
     )
 
 
 class SwarmSpec(_Spec):
-    version: Literal[1] = 1
+    version: One = 1
     name: str = Field(pattern=NAME)
     pattern: Pattern
     description: str = ""

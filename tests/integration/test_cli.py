@@ -98,7 +98,7 @@ def test_a_run_that_does_not_complete_exits_1(stack: Stack, model_server: httpx.
         (["runs", "start", "scatter_gather", "--task", "x", "--agents", "0"], "--agents"),
         (["runs", "start", "no_such_swarm", "--task", "x"], "<swarm>"),
         (["runs", "start", "pipeline", "--task", ""], "--task"),
-        (["runs", "list", "--since", "yesterday"], "started_after"),
+        (["runs", "list", "--since", "yesterday"], "--since"),
     ],
 )
 def test_bad_input_exits_2_naming_the_flag(stack: Stack, args: list[str], names: str) -> None:

@@ -149,7 +149,7 @@ def test_bad_list_parameters_name_the_field(
 ) -> None:
     r = api.get("/v1/runs", params=params)
     assert r.status_code == 422, r.text
-    assert field in r.json()["error"]["field"].split(".")  # e.g. query.status.0
+    assert field in r.json()["error"]["field"].split(".")  # e.g. status.0
 
 
 def test_lists_agents_newest_first_with_usage_and_drops_deprovisioned(
