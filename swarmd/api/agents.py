@@ -69,7 +69,8 @@ from swarmd.workflows.user_agent import WAKE_EVENT
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(require_token)])
 
-UserId = Annotated[str, Path(description="the user's id", pattern=NAME_RE)]
+#: the pattern is checked by check_user_id (its error names the field ``user_id``)
+UserId = Annotated[str, Path(description="the user's id", json_schema_extra={"pattern": NAME_RE})]
 FINAL = frozenset({"answered", "failed", "budget_exhausted"})
 #: a long-polling GET re-reads the message at least this often (a reply stored by
 #: another replica is not notified in this process)

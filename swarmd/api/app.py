@@ -167,7 +167,7 @@ def create_app(
             return _error_response(InvalidJson(f"body: not valid JSON ({where})", field="body"))
         errors = [
             {
-                "field": ".".join(str(p) for p in e["loc"][1:]) or "body",  # not body/query/path
+                "field": ".".join(str(p) for p in e["loc"] if p != "body") or "body",
                 "message": e["msg"],
             }
             for e in exc.errors()

@@ -22,7 +22,11 @@ from swarmd.errors import LockBusy, LockNotHeld
 router = APIRouter(prefix="/v1/locks", tags=["locks"], dependencies=[Depends(require_token)])
 
 
-Resource = Annotated[str, Path(description="Lock resource id", pattern=RESOURCE_RE.pattern)]
+#: the pattern is checked by check_resource (its error names the field ``resource``)
+Resource = Annotated[
+    str,
+    Path(description="Lock resource id", json_schema_extra={"pattern": RESOURCE_RE.pattern}),
+]
 
 
 class TakeLock(BaseModel):

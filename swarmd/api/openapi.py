@@ -111,8 +111,11 @@ def _complete(
         for op in ops.values():
             responses: dict[str, Any] = op.setdefault("responses", {})
             wanted: set[int] = set()
-            if op.get("security"):
-                wanted.add(401)
+            params = op.get("parameters") or []
+            if op.get("security") or any(p.get("name") == "dapr-api-token" for p in params):
+                wanted.add(401)  # the bearer token, or daprd's app token (pub/sub routes)
+            for p in params:
+                _not_null(p)
             if "requestBody" in op:
                 wanted |= {400, 413, 415, 422}
             if op.get("parameters"):
@@ -142,6 +145,21 @@ def _complete(
             "enum": sorted(templates),
             "description": "a role template",
         }
+
+
+def _not_null(param: dict[str, Any]) -> None:
+    """A path, query or header parameter is text or absent, never JSON null: drop the
+    ``null`` FastAPI lists for an optional one."""
+    schema = param.get("schema") or {}
+    alts = schema.get("anyOf")
+    if not isinstance(alts, list):
+        return
+    kept = [a for a in alts if a.get("type") != "null"]
+    if len(kept) == 1:
+        rest = {k: v for k, v in schema.items() if k != "anyOf"}
+        param["schema"] = {**kept[0], **rest}
+    elif len(kept) != len(alts):
+        schema["anyOf"] = kept
 
 
 def _defs(model: type[BaseModel]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ left out of the timeline so that a 1,000-agent run's timeline stays small.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from dapr.ext.workflow import WorkflowState
@@ -123,8 +123,8 @@ async def run_timeline(
     return RunTimeline(
         run_id=run_id,
         status=_STATUS[state.runtime_status],
-        created_at=state.created_at,
-        updated_at=state.last_updated_at,
+        created_at=_aware(state.created_at),
+        updated_at=_aware(state.last_updated_at),
         agents_total=max(total, started),
         queued=max(0, total - started) if state.runtime_status.name == "RUNNING" else 0,
         entries=entries,
@@ -208,3 +208,8 @@ async def run_answer(
         stop_reason=out.get("stop_reason") if isinstance(out, dict) else None,
         error=state.failure_details.message if state.failure_details else None,
     )
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    """The sidecar's times are UTC without an offset; say so (RFC 3339 needs one)."""
+    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
