@@ -4,6 +4,9 @@ Tools:
 
 * ``calculator``: safe arithmetic (an AST walk over numbers and + - * / // % **).
 * ``http_get``: GET of a URL whose host is on the operator's allow-list.
+* ``python``: Python source run in CPython compiled to WASI under wasmtime, with
+  CPU, memory, wall-clock and output limits and no host files or network
+  (:mod:`swarmd.activities.sandbox`). A limit hit is a result, not a failure.
 * ``memory_write`` / ``memory_read``: the agent's memory in the Dapr state
   store, keyed by user (or run) and agent, with a TTL. ``append`` is a
   read-modify-write under a distributed lock on the key, so concurrent runs of
@@ -30,6 +33,7 @@ import httpx
 from dapr.ext.workflow import WorkflowActivityContext
 from pydantic import BaseModel, ConfigDict
 
+from swarmd.activities.sandbox import Sandbox
 from swarmd.errors import (
     DependencyUnavailable,
     LockBusy,
@@ -70,6 +74,19 @@ TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
                 },
             },
             "required": ["key", "value"],
+        },
+    },
+    "python": {
+        "name": "python",
+        "description": (
+            "Run Python 3.12 source in a sandbox (standard library only, no network, no host "
+            "files; /tmp is an empty scratch directory). Print what you need: the result is "
+            "JSON with stdout, stderr, exit_code and, when a limit stopped it, error."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {"code": {"type": "string"}},
+            "required": ["code"],
         },
     },
     "memory_read": {
@@ -162,6 +179,8 @@ class ToolDeps:
     lock: LockFn | None = None
     #: ``on_user_key(user, key)``: a user-scoped key was written (the user agents' key index)
     on_user_key: Callable[[str, str], Awaitable[None]] | None = None
+    #: the ``python`` tool's sandbox (one per process); None: the tool is unavailable
+    sandbox: Sandbox | None = None
 
 
 def memory_key(req: ToolRequest, key: str) -> str:
@@ -209,7 +228,21 @@ async def run_tool(deps: ToolDeps, req: ToolRequest, args: dict[str, Any]) -> di
         return {"ok": True}
     if req.name == "memory_read":
         return {"value": await deps.state_get(memory_key(req, str(args["key"])))}
+    if req.name == "python":
+        return await run_python(deps, args)
     raise NonRetryableActivityError(f"unknown tool {req.name!r}", field="name")
+
+
+async def run_python(deps: ToolDeps, args: dict[str, Any]) -> dict[str, Any]:
+    if deps.sandbox is None:
+        raise NonRetryableActivityError("the python tool has no sandbox in this process")
+    code = args.get("code")
+    if not isinstance(code, str):
+        raise ToolArgumentError("'code' must be a string of Python source")
+    if len(code.encode()) > deps.sandbox.limits.code_bytes:
+        raise ToolArgumentError(f"'code' is longer than {deps.sandbox.limits.code_bytes} bytes")
+    result = await deps.sandbox.run(code)
+    return result.model_dump(exclude_none=True)
 
 
 def make_call_tool(

@@ -107,6 +107,30 @@ class Settings(BaseSettings):
     llm_retry_first_interval_s: float = Field(1.0, gt=0)
     llm_retry_max_interval_s: float = Field(30.0, gt=0)
 
+    # -- The python tool's WebAssembly sandbox (swarmd.activities.sandbox, docs/sandbox.md)
+    sandbox_fuel: int = Field(
+        3_000_000_000,
+        ge=300_000_000,
+        description="Wasm instructions one python call may run (startup takes ~0.2e9)",
+    )
+    sandbox_memory_bytes: int = Field(
+        256 << 20, ge=32 << 20, le=4 << 30, description="Linear-memory cap of one python call"
+    )
+    sandbox_timeout_s: float = Field(5.0, gt=0, le=300, description="Wall-clock cap of one call")
+    sandbox_output_bytes: int = Field(
+        8192, ge=256, le=1 << 20, description="stdout and stderr are each cut at this many bytes"
+    )
+    sandbox_code_bytes: int = Field(
+        64_000, ge=1, le=1 << 20, description="Largest python source a call accepts"
+    )
+    sandbox_workers: int = Field(
+        2, ge=1, le=64, description="python calls run at once per process (threads); more queue"
+    )
+    sandbox_cache_dir: Path | None = Field(
+        Path.home() / ".cache" / "swarmd" / "sandbox",
+        description="Where the compiled interpreter is cached; unset: compile in every process",
+    )
+
     # -- Observability (swarmd.telemetry, swarmd.metrics, swarmd.engine.tracker)
     otlp_endpoint: str | None = Field(
         None,

@@ -3,6 +3,7 @@ deterministically, injects faults, and logs every answered request."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from starlette.testclient import TestClient
@@ -78,3 +79,13 @@ def test_bad_request_names_the_field() -> None:
     c = TestClient(ModelServer(None).app())
     r = c.post("/v1/chat/completions", json={"model": "m"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+
+
+def test_tool_directive_arguments_may_hold_braces() -> None:
+    from swarmd.devstack.modelserver import tool_directive
+
+    code = {"code": "d = {'a': {'b': 1}}\nprint(d)"}
+    text = f"please use tool python with {json.dumps(code)} and report"
+    name, args = tool_directive(text) or ("", "")
+    assert name == "python" and json.loads(args) == code
+    assert tool_directive("use tool python with {not json}") is None

@@ -28,6 +28,7 @@ from openai import AsyncOpenAI
 from opentelemetry.trace import Tracer
 
 from swarmd.activities.llm import LLMObserver
+from swarmd.activities.sandbox import Sandbox, SandboxLimits
 from swarmd.activities.tools import ToolDeps
 from swarmd.agents.config import load_baseline, load_templates
 from swarmd.agents.store import UserStore
@@ -84,6 +85,7 @@ class _Worker:
         #: the calls this process has in flight, by run (for the run supervisor)
         self.pulse = Pulse()
         self._pulse_task: asyncio.Task[None] | None = None
+        self.sandbox: Sandbox | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -99,6 +101,8 @@ class _Worker:
                 timeout=s.llm_timeout_s,
             )
             self.http = httpx.AsyncClient()
+            self.sandbox = make_sandbox(s)
+            self.sandbox.warm_in_background()  # compile or load the interpreter before a call
             deps = ToolDeps(
                 http=self.http,
                 allowed_hosts=frozenset(),
@@ -106,6 +110,7 @@ class _Worker:
                 state_put=self.state.put_text,
                 lock=self.locks.hold,
                 on_user_key=users.record_user_key,  # memory keys go into the user's key index
+                sandbox=self.sandbox,
             )
             config = (self.services.agent_baseline, self.services.agent_templates)
             self._pulse_task = asyncio.create_task(
@@ -159,6 +164,23 @@ class _Worker:
             await self.locks.sc.close()
         if self.registry is not None:
             await self.registry.stop()
+        if self.sandbox is not None:
+            await asyncio.to_thread(self.sandbox.close)
+
+
+def make_sandbox(s: Settings) -> Sandbox:
+    """The process's python-tool sandbox, every limit from the settings."""
+    return Sandbox(
+        SandboxLimits(
+            fuel=s.sandbox_fuel,
+            memory_bytes=s.sandbox_memory_bytes,
+            timeout_s=s.sandbox_timeout_s,
+            output_bytes=s.sandbox_output_bytes,
+            code_bytes=s.sandbox_code_bytes,
+        ),
+        workers=s.sandbox_workers,
+        cache_dir=s.sandbox_cache_dir,
+    )
 
 
 def owner_id(settings: Settings) -> str:

@@ -121,7 +121,21 @@ _SUBTASKS = re.compile(r"exactly (\d+) subtasks", re.I)
 _WORKERS = re.compile(r"Workers:\s*([\w\-, ]+)", re.I)
 _ROUNDS = re.compile(r"Rounds so far:\s*(\d+)", re.I)
 _SIZE = re.compile(r"answer in (\d+) kilobytes", re.I)
-_TOOL = re.compile(r"use tool ([\w\-]+) with (\{.*?\})", re.I | re.S)
+_TOOL = re.compile(r"use tool ([\w\-]+) with (?=\{)", re.I)
+_JSON = json.JSONDecoder()
+
+
+def tool_directive(text: str) -> tuple[str, str] | None:
+    """``use tool NAME with {json}`` -> (NAME, the JSON object's text). The object is
+    read by a JSON parser, so arguments may hold braces (Python source, for one)."""
+    m = _TOOL.search(text)
+    if m is None:
+        return None
+    try:
+        _, end = _JSON.raw_decode(text, m.end())
+    except json.JSONDecodeError:
+        return None
+    return m.group(1), text[m.end() : end]
 
 
 def answer(model: str, messages: list[dict[str, Any]], tools: list[Any] | None) -> dict[str, Any]:
@@ -133,7 +147,7 @@ def answer(model: str, messages: list[dict[str, Any]], tools: list[Any] | None) 
 
     if tools:
         tool_results = [m for m in messages if m.get("role") == "tool"]
-        wanted = _TOOL.search(last_user)
+        wanted = tool_directive(last_user)
         if wanted and not tool_results:
             return {
                 "role": "assistant",
@@ -142,7 +156,7 @@ def answer(model: str, messages: list[dict[str, Any]], tools: list[Any] | None) 
                     {
                         "id": f"call_{digest}",
                         "type": "function",
-                        "function": {"name": wanted.group(1), "arguments": wanted.group(2)},
+                        "function": {"name": wanted[0], "arguments": wanted[1]},
                     }
                 ],
             }

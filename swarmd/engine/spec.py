@@ -31,7 +31,7 @@ from swarmd.engine.jsontypes import JsonInt, One, integral
 from swarmd.errors import UnknownSwarm, ValidationFailed
 
 Pattern = Literal["scatter_gather", "supervisor", "debate", "pipeline"]
-ToolName = Literal["calculator", "http_get", "memory_read", "memory_write"]
+ToolName = Literal["calculator", "http_get", "memory_read", "memory_write", "python"]
 NAME = r"^[a-z][a-z0-9_\-]{0,39}$"
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "specs"
 
