@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -54,7 +54,7 @@ from swarmd.engine.models import (
 )
 from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.retry import backoff_delay
-from swarmd.errors import NonRetryableActivityError, RetryableActivityError
+from swarmd.errors import GuardrailBlocked, NonRetryableActivityError, RetryableActivityError
 
 #: How one agent's LLM call is made: (request, parent workflow id) -> result dict.
 #: The real one goes through the gateway; the engine-ceiling benchmark plugs in a no-op.
@@ -62,7 +62,12 @@ CallModel = Callable[[LLMRequest, str], Awaitable[dict[str, Any]]]
 
 
 class _AgentFailed(Exception):
-    """An agent's call failed for good (after retries): the agent is ``failed``."""
+    """An agent's call failed for good (after retries): the agent is ``failed``, or
+    ``blocked`` when a gateway guardrail refused it."""
+
+    def __init__(self, message: str, blocked: bool = False) -> None:
+        super().__init__(message)
+        self.blocked = blocked
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,7 @@ class AgentRunner:
             except _AgentFailed as err:
                 return AgentOutput(
                     agent=job.agent,
-                    status="failed",
+                    status="blocked" if err.blocked else "failed",
                     content=last,
                     turns=turn,
                     usage=usage,
@@ -283,7 +288,7 @@ class AgentRunner:
             try:
                 return await attempt()
             except NonRetryableActivityError as exc:
-                raise _AgentFailed(str(exc)) from exc
+                raise _AgentFailed(str(exc), isinstance(exc, GuardrailBlocked)) from exc
             except RetryableActivityError as exc:
                 if n >= spec.max_attempts:
                     raise _AgentFailed(str(exc)) from exc
@@ -292,12 +297,16 @@ class AgentRunner:
 
 
 def gateway_model(
-    client: AsyncOpenAI, payloads: PayloadStore | None, obs: LLMObserver | None
+    client: AsyncOpenAI,
+    payloads: PayloadStore | None,
+    obs: LLMObserver | None,
+    guardrails: Sequence[str] = (),
 ) -> CallModel:
-    """The real :data:`CallModel`: one chat completion through the gateway."""
+    """The real :data:`CallModel`: one chat completion through the gateway (``guardrails``:
+    see :func:`swarmd.activities.llm.complete`)."""
 
     async def call(req: LLMRequest, instance: str) -> dict[str, Any]:
-        return (await complete(client, req, payloads, obs, instance)).model_dump()
+        return (await complete(client, req, payloads, obs, instance, guardrails)).model_dump()
 
     return call
 

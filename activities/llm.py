@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ from swarmd import telemetry
 from swarmd.engine.journal import Journal
 from swarmd.engine.models import LLMRequest, LLMResult, ToolCall, Usage
 from swarmd.engine.payloads import PayloadStore
-from swarmd.errors import NonRetryableActivityError, RetryableActivityError
+from swarmd.errors import GuardrailBlocked, NonRetryableActivityError, RetryableActivityError
 from swarmd.metrics import Metrics
 from swarmd.telemetry import global_tracer
 
@@ -47,8 +47,27 @@ _UNREGISTERED = Metrics()
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
+def guardrail_of(exc: Exception) -> tuple[str, str] | None:
+    """(guardrail name, reason) when the gateway refused the call by a guardrail.
+
+    LiteLLM answers a block with a 400 whose error carries
+    ``provider_specific_fields.guardrail_name`` (set by the proxy for every guardrail,
+    shipped or ours) and the guardrail's own ``error`` text."""
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code != 400:
+        return None
+    body = exc.body if isinstance(exc.body, dict) else {}
+    fields = body.get("provider_specific_fields")
+    if not isinstance(fields, dict) or not fields.get("guardrail_name"):
+        return None
+    reason = fields.get("error") or body.get("message") or exc.message
+    return str(fields["guardrail_name"]), str(reason)
+
+
 def classify(exc: Exception) -> Exception:
     """Map an ``openai`` exception to our retryable / non-retryable errors."""
+    if (blocked := guardrail_of(exc)) is not None:
+        name, reason = blocked
+        return GuardrailBlocked(f"{name}: {reason}", guardrail=name)
     if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
         return RetryableActivityError(f"gateway unreachable: {exc}")
     if isinstance(exc, openai.APIStatusError):
@@ -61,6 +80,8 @@ def classify(exc: Exception) -> Exception:
 
 def error_reason(exc: Exception) -> str:
     """A low-cardinality label for a failed call."""
+    if guardrail_of(exc) is not None:
+        return "guardrail"
     if isinstance(exc, openai.APITimeoutError):
         return "timeout"
     if isinstance(exc, openai.APIConnectionError):
@@ -92,6 +113,7 @@ async def complete(
     payloads: PayloadStore | None = None,
     obs: LLMObserver | None = None,
     workflow_id: str = "",
+    guardrails: Sequence[str] = (),
 ) -> LLMResult:
     """One chat completion through the gateway, errors classified for the engine.
 
@@ -99,7 +121,10 @@ async def complete(
     call and an answer above the threshold comes back as a marker (see
     ``swarmd.engine.payloads``), so big texts never travel through history.
     With ``obs``, the call's metrics and span are recorded (``workflow_id`` is the
-    calling workflow's instance id: it picks the parent span).
+    calling workflow's instance id: it picks the parent span). ``guardrails`` are
+    gateway guardrails to run on this call besides the default-on ones (the
+    user-input injection guard, ``SWARMD_USER_INPUT_GUARDRAILS``); a call a
+    guardrail refuses raises :class:`GuardrailBlocked`, never retried.
     """
     o = obs if obs is not None else LLMObserver(metrics=_UNREGISTERED)
     m = o.metrics
@@ -116,6 +141,9 @@ async def complete(
     metadata = {"swarmd_run_id": req.run_id, "swarmd_agent": req.agent}
     if req.user:
         metadata["swarmd_user"] = req.user
+    extra: dict[str, Any] = {"metadata": metadata}
+    if guardrails:
+        extra["guardrails"] = list(guardrails)
     parent = telemetry.step_parent(req.trace, req.run_id, workflow_id)
     attrs: dict[str, Any] = {
         "gen_ai.operation.name": "chat",
@@ -143,9 +171,7 @@ async def complete(
     ):
         started = time.perf_counter()
         try:
-            raw = await client.chat.completions.with_raw_response.create(
-                **kwargs, extra_body={"metadata": metadata}
-            )
+            raw = await client.chat.completions.with_raw_response.create(**kwargs, extra_body=extra)
             resp = raw.parse()
         except openai.OpenAIError as exc:
             reason = error_reason(exc)
@@ -153,6 +179,8 @@ async def complete(
             m.agent_step_seconds.labels("llm", req.model).observe(time.perf_counter() - started)
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             span.set_attribute("error.type", reason)
+            if (blocked := guardrail_of(exc)) is not None:
+                m.guardrail_blocks.labels(blocked[0]).inc()
             log.warning(
                 "LLM call failed: %s",
                 reason,
@@ -217,6 +245,7 @@ def make_call_llm(
     payloads: PayloadStore | None = None,
     obs: LLMObserver | None = None,
     journal: Journal | None = None,
+    guardrails: Sequence[str] = (),
 ) -> CallLLM:
     """Build the ``swarmd.call_llm`` activity around clients made by the entrypoint.
 
@@ -227,7 +256,9 @@ def make_call_llm(
         r = LLMRequest.model_validate(req)
 
         async def make() -> dict[str, Any]:
-            return (await complete(client, r, payloads, obs, ctx.workflow_id)).model_dump()
+            return (
+                await complete(client, r, payloads, obs, ctx.workflow_id, guardrails)
+            ).model_dump()
 
         if journal is None or r.call_key is None:
             return await make()

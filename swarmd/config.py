@@ -103,6 +103,14 @@ class Settings(BaseSettings):
             "registered, so agents on either keep working)"
         ),
     )
+    user_input_guardrails: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Gateway guardrails every LLM call asks for besides the default-on ones; "
+            '["injection-filter-user-input","injection-heuristics-user-input"] scans user '
+            "input for prompt injection too (JSON list; tool results are always scanned)"
+        ),
+    )
     llm_retry_attempts: int = Field(6, ge=1, le=50)
     llm_retry_first_interval_s: float = Field(1.0, gt=0)
     llm_retry_max_interval_s: float = Field(30.0, gt=0)

@@ -26,6 +26,7 @@
     └── ActivityError                raised inside activities; crosses the workflow
         ├── RetryableActivityError       boundary by type name: the engine's retry
         └── NonRetryableActivityError    policy retries the first, never the second
+            └── GuardrailBlocked         the gateway's guardrail refused the call
 
 Activity errors travel through Dapr as a failure with the exception's type name,
 so workflows classify them by ``TaskFailedError.details.error_type``.
@@ -183,3 +184,10 @@ class NonRetryableActivityError(ActivityError):
     """Permanent: bad request, auth, unknown model, invalid tool arguments."""
 
     code = "non_retryable"
+
+
+class GuardrailBlocked(NonRetryableActivityError):
+    """A gateway guardrail (prompt-injection guard) refused an LLM call. The message is
+    ``<guardrail>: <reason>``; the agent loop records the agent as ``blocked``."""
+
+    code = "guardrail_blocked"

@@ -39,6 +39,7 @@ Series (``swarm`` is the spec name, ``model`` the gateway alias)::
                                               unknown_swarm, run_conflict, forwarded_by_dapr
     swarmd_outbox_published_total{topic}      result/progress events published from the outbox
     swarmd_outbox_pending                     events in the outbox not yet published
+    swarmd_guardrail_blocks_total{guardrail}  LLM calls a gateway guardrail refused
 """
 
 from __future__ import annotations
@@ -131,4 +132,10 @@ class Metrics:
         )
         self.outbox_pending = Gauge(
             "swarmd_outbox_pending", "Events in the outbox not yet published", registry=r
+        )
+        self.guardrail_blocks = Counter(
+            "swarmd_guardrail_blocks",
+            "LLM calls a gateway guardrail refused (prompt-injection guard)",
+            ["guardrail"],
+            registry=r,
         )

@@ -27,6 +27,9 @@ from swarmd.engine.models import (
     Usage,
 )
 from swarmd.engine.retry import call_activity
+from swarmd.errors import GuardrailBlocked
+
+GUARDRAIL_BLOCKED = GuardrailBlocked.__name__
 
 
 class Conversation:
@@ -57,10 +60,11 @@ class Conversation:
             offload_above=inp.offload_above,
         )
 
-    def failed(self, turn: int, error: str) -> AgentOutput:
+    def failed(self, turn: int, error: str, blocked: bool = False) -> AgentOutput:
+        """``blocked``: a gateway guardrail refused the call (``error`` says which, why)."""
         return AgentOutput(
             agent=self.inp.agent,
-            status="failed",
+            status="blocked" if blocked else "failed",
             content=self.last,
             turns=turn,
             usage=self.usage,
@@ -139,7 +143,8 @@ def agent_loop(
                 ctx, names.CALL_LLM, conv.request(), inp.retry, key=f"llm/{turn}"
             )
         except TaskFailedError as err:
-            return conv.failed(turn, err.details.message).model_dump()
+            blocked = err.details.error_type == GUARDRAIL_BLOCKED  # no new step: replay-safe
+            return conv.failed(turn, err.details.message, blocked).model_dump()
         res = LLMResult.model_validate(raw_res)
         out = conv.answered(turn, res)
         if out is not None:

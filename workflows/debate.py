@@ -28,7 +28,7 @@ JUDGE = "{role}\n\nYou judge a debate. Pick or compose the best final answer to 
 
 
 def vote(outputs: list[AgentOutput]) -> str:
-    counts = Counter(o.content for o in outputs if o.status != "failed")
+    counts = Counter(o.content for o in outputs if o.usable)
     if not counts:
         return ""
     best = max(counts.values())

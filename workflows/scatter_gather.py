@@ -106,7 +106,7 @@ def scatter_gather(
     if stop is not None:
         return (yield from run.finish("", outputs, stop_reason=stop))
 
-    answered = [r for r in outputs if r.status != "failed"]
+    answered = [r for r in outputs if r.usable]
     run.status(phase="reducing")
     sections = [f"## {r.agent}\n{r.content}" for r in answered]
     merged = "\n\n".join(sections)

@@ -170,9 +170,11 @@ def build_worker(
             versions = latest_last(versions, f"v{settings.engine_version}")
         reg.workflow(name, versions)
     payloads = PayloadStore(state, settings.payload_ref_bytes)
-    reg.activity(names.CALL_LLM, make_call_llm(llm_client, payloads, obs, journal))
+    guardrails = settings.user_input_guardrails
+    reg.activity(names.CALL_LLM, make_call_llm(llm_client, payloads, obs, journal, guardrails))
     live = LiveProgress(sidecar, RunKeys(sidecar))
-    runner = AgentRunner(journal, gateway_model(llm_client, payloads, obs), tool_deps, obs, live)
+    model = gateway_model(llm_client, payloads, obs, guardrails)
+    runner = AgentRunner(journal, model, tool_deps, obs, live)
     reg.activity(names.RUN_AGENTS, make_run_agents(runner))
     reg.activity(names.REDUCE_CHUNKS, make_reduce_chunks(llm_client, state, payloads, obs))
     call_tool = traced_tool(make_call_tool(tool_deps), obs)

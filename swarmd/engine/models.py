@@ -139,13 +139,19 @@ class AgentGroup(_Model):
 
 class AgentOutput(_Model):
     agent: str
-    status: Literal["answered", "max_turns", "failed"]
+    #: ``blocked``: a gateway guardrail refused one of its calls (``error`` says which, why)
+    status: Literal["answered", "max_turns", "failed", "blocked"]
     content: str
     turns: int
     usage: Usage
     error: str | None = None
     #: length of the real answer, also when ``content`` is a reference to it
     content_chars: int | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Its content is an answer (not the leftovers of a failed or blocked agent)."""
+        return self.status in ("answered", "max_turns")
 
     @property
     def size(self) -> int:

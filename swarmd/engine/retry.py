@@ -21,7 +21,9 @@ from dapr.ext.workflow._durabletask.task import TaskFailedError
 from swarmd.engine.models import RetrySpec
 
 #: error type names (class names) that must never be retried
-NON_RETRYABLE = frozenset({"NonRetryableActivityError", "NonRetryableError", "ValidationError"})
+NON_RETRYABLE = frozenset(
+    {"NonRetryableActivityError", "GuardrailBlocked", "NonRetryableError", "ValidationError"}
+)
 
 
 def backoff_delay(spec: RetrySpec, attempt: int, seed: str) -> float:

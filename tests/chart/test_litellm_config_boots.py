@@ -43,8 +43,9 @@ def test_rendered_config_boots_litellm(chart, tmp_path: Path) -> None:
         pytest.skip("LiteLLM proxy not installed in this venv (pip install -e '.[gateway]')")
     docs = chart.render(["production-values.yaml"])
     (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    for key, text in cm["data"].items():  # config.yaml and the guardrail module beside it
+        (tmp_path / key).write_text(text)
     config = tmp_path / "config.yaml"
-    config.write_text(cm["data"]["config.yaml"])
     (deployment,) = [
         d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-litellm")
     ]

@@ -5,6 +5,10 @@ model_list:
   {{- toYaml $l.modelList | nindent 2 }}
 router_settings:
   {{- toYaml $l.routerSettings | nindent 2 }}
+{{- with $l.guardrails }}
+guardrails:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 litellm_settings:
   {{- toYaml $l.litellmSettings | nindent 2 }}
 general_settings:

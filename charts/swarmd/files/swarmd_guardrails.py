@@ -1,0 +1,1 @@
+../../../gateway/swarmd_guardrails.py
