@@ -21,13 +21,18 @@ WORKDIR /src
 # workflows/, activities/ and watchdog/ into the swarmd package (package-dir).
 COPY . .
 RUN pip install -c constraints.txt .
+# Compile the python tool's WebAssembly interpreter once, here, so no pod pays for it
+# (a node whose CPU cannot load it recompiles in memory; see docs/sandbox.md).
+RUN python -m swarmd.activities.sandbox --cache-dir /opt/sandbox-cache
 
 FROM python:3.11.14-slim-bookworm
 RUN groupadd --system --gid 10001 swarmd \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
       --home-dir /nonexistent --shell /usr/sbin/nologin swarmd
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/sandbox-cache /opt/sandbox-cache
 ENV PATH=/opt/venv/bin:$PATH \
+    SWARMD_SANDBOX_CACHE_DIR=/opt/sandbox-cache \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp

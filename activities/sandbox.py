@@ -278,3 +278,21 @@ def _trap_error(exc: wasmtime.Trap) -> SandboxError:
 def _last_line(text: str) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m swarmd.activities.sandbox --cache-dir DIR``: compile the interpreter
+    into DIR ahead of time (the image build does, so pods never compile it)."""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m swarmd.activities.sandbox", description=main.__doc__
+    )
+    p.add_argument("--cache-dir", type=Path, required=True)
+    args = p.parse_args(argv)
+    load_module(wasmtime.Engine(engine_config()), args.cache_dir)
+    print(f"sandbox interpreter compiled into {args.cache_dir}")
+
+
+if __name__ == "__main__":
+    main()
