@@ -241,8 +241,10 @@ async def run_python(deps: ToolDeps, args: dict[str, Any]) -> dict[str, Any]:
         raise ToolArgumentError("'code' must be a string of Python source")
     if len(code.encode()) > deps.sandbox.limits.code_bytes:
         raise ToolArgumentError(f"'code' is longer than {deps.sandbox.limits.code_bytes} bytes")
-    result = await deps.sandbox.run(code)
-    return result.model_dump(exclude_none=True)
+    result = (await deps.sandbox.run(code)).model_dump()
+    if result["error"] is None:  # only named when a limit or a crash stopped or cut it
+        del result["error"]
+    return result
 
 
 def make_call_tool(
