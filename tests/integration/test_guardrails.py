@@ -54,7 +54,7 @@ def test_injection_in_a_tool_result_blocks_that_agent_only(
     coder, editor = view["output"]["agent_results"]
     assert coder["status"] == "blocked", coder
     assert coder["error"].startswith("injection-filter-tool-results: Content blocked")
-    assert "ignore all previous instructions" in coder["error"]
+    assert "prompt_injection_" in coder["error"]  # the content filter's injection category
     assert editor["status"] == "answered"  # the run went on
     # the model saw the tool request and the editor, never the poisoned tool result
     assert len([c for c in calls() if c["status"] == 200]) == 2
