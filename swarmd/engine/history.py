@@ -38,7 +38,7 @@ from swarmd.engine import names
 from swarmd.engine.models import AgentOutput, LLMResult, Usage
 from swarmd.errors import DependencyUnavailable, RunNotFound
 
-AgentStatus = Literal["running", "answered", "max_turns", "failed", "not_started"]
+AgentStatus = Literal["running", "answered", "max_turns", "failed", "blocked", "not_started"]
 #: histories are read whole; a run's stays below the sidecar's 4 MiB per message
 #: write limit per turn, but many turns add up
 MAX_HISTORY_BYTES = 256 * 1024 * 1024

@@ -175,7 +175,7 @@ export function runPage(view, runId) {
     const agents = tl.entries.filter((e) => e.kind === "agent");
     const count = (st) => agents.filter((e) => e.status === st).length;
     const parts = [`${agents.length} agent${agents.length === 1 ? "" : "s"}`];
-    for (const st of ["running", "answered", "max_turns", "failed"]) if (count(st)) parts.push(`${count(st)} ${st}`);
+    for (const st of ["running", "answered", "max_turns", "failed", "blocked"]) if (count(st)) parts.push(`${count(st)} ${st}`);
     if (tl.queued) parts.push(`${tl.queued} queued`);
     const steps = tl.entries.length - agents.length;
     if (steps) parts.push(`${steps} step${steps === 1 ? "" : "s"}`);
