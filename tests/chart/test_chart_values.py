@@ -35,6 +35,9 @@ def _write_values(tmp_path: Path, text: str) -> Path:
         ),
         # a broker the chart cannot render
         ("pubsub:\n  type: rabbitmq\n", "at '/pubsub/type': value must be one of"),
+        # a RuntimeClass name must be a DNS subdomain, per workload
+        ("app:\n  runtimeClassName: G Visor\n", "at '/app/runtimeClassName': 'G Visor'"),
+        ("litellm:\n  runtimeClassName: Kata_QEMU\n", "at '/litellm/runtimeClassName'"),
     ],
 )
 def test_misspelt_key_fails_lint_and_template(
