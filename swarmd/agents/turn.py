@@ -50,7 +50,7 @@ from swarmd.agents.store import MEMORY_AGENT, key, message_id, now_iso, today, u
 from swarmd.engine import names
 from swarmd.engine.models import AgentInput, AgentOutput, LLMRequest, LLMResult, Usage
 from swarmd.engine.state import Entry, Op, StateStore
-from swarmd.errors import NonRetryableActivityError, RetryableActivityError
+from swarmd.errors import GuardrailBlocked, NonRetryableActivityError, RetryableActivityError
 from swarmd.workflows.agent_loop import Conversation
 
 TURN = names.USER_AGENT_TURN
@@ -189,7 +189,7 @@ def make_turn_activities(
                     keep=lambda r: bool(r.get("tool_calls")),
                 )
             except NonRetryableActivityError as exc:
-                return conv.failed(turn, exc.message)
+                return conv.failed(turn, exc.message, isinstance(exc, GuardrailBlocked))
             res = LLMResult.model_validate(raw)
             out = conv.answered(turn, res)
             if out is not None:
