@@ -81,6 +81,13 @@ class Settings(BaseSettings):
         description="Engine new runs start on: 2 (agents in journaled groups) or 1 (a child "
         "workflow per agent). Runs in flight always finish on the engine they started on.",
     )
+    llm_max_in_flight: int = Field(
+        128,
+        ge=1,
+        le=10_000,
+        description="LLM calls one process has on the wire at once (engine v2 groups); "
+        "the gateway's own throughput is the real limit, see docs/engine.md",
+    )
     journal_retention_s: int = Field(
         7 * 24 * 3600,
         ge=60,

@@ -173,7 +173,7 @@ def build_worker(
     guardrails = settings.user_input_guardrails
     reg.activity(names.CALL_LLM, make_call_llm(llm_client, payloads, obs, journal, guardrails))
     live = LiveProgress(sidecar, RunKeys(sidecar))
-    model = gateway_model(llm_client, payloads, obs, guardrails)
+    model = gateway_model(llm_client, payloads, obs, guardrails, settings.llm_max_in_flight)
     runner = AgentRunner(journal, model, tool_deps, obs, live)
     reg.activity(names.RUN_AGENTS, make_run_agents(runner))
     reg.activity(names.REDUCE_CHUNKS, make_reduce_chunks(llm_client, state, payloads, obs))
