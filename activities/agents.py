@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,7 +55,16 @@ from swarmd.engine.models import (
 )
 from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.retry import backoff_delay
-from swarmd.errors import GuardrailBlocked, NonRetryableActivityError, RetryableActivityError
+from swarmd.errors import (
+    GatewayUnreachable,
+    GuardrailBlocked,
+    NonRetryableActivityError,
+    RetryableActivityError,
+)
+
+#: how long a call keeps waiting for a gateway it cannot reach at all (a LiteLLM proxy
+#: restart took 86-110 s on a loaded machine; the retry policy alone gives up after ~31 s)
+UNREACHABLE_PATIENCE_S = 600.0
 
 #: How one agent's LLM call is made: (request, parent workflow id) -> result dict.
 #: The real one goes through the gateway; the engine-ceiling benchmark plugs in a no-op.
@@ -284,11 +294,20 @@ class AgentRunner:
         that stay failed become :class:`_AgentFailed`; state-store failures raise."""
         spec = group.retry
         n = 1
+        unreachable_since: float | None = None
         while True:
             try:
                 return await attempt()
             except NonRetryableActivityError as exc:
                 raise _AgentFailed(str(exc), isinstance(exc, GuardrailBlocked)) from exc
+            except GatewayUnreachable as exc:
+                # never sent: wait out a gateway restart, however many attempts it takes
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since > UNREACHABLE_PATIENCE_S:
+                    raise _AgentFailed(str(exc)) from exc
+                await asyncio.sleep(backoff_delay(spec, min(n, 8), f"{group.run_id}/{key}/{n}"))
+                n += 1
             except RetryableActivityError as exc:
                 if n >= spec.max_attempts:
                     raise _AgentFailed(str(exc)) from exc

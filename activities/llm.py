@@ -32,7 +32,12 @@ from swarmd import telemetry
 from swarmd.engine.journal import Journal
 from swarmd.engine.models import LLMRequest, LLMResult, ToolCall, Usage
 from swarmd.engine.payloads import PayloadStore
-from swarmd.errors import GuardrailBlocked, NonRetryableActivityError, RetryableActivityError
+from swarmd.errors import (
+    GatewayUnreachable,
+    GuardrailBlocked,
+    NonRetryableActivityError,
+    RetryableActivityError,
+)
 from swarmd.metrics import Metrics
 from swarmd.telemetry import global_tracer
 
@@ -68,8 +73,10 @@ def classify(exc: Exception) -> Exception:
     if (blocked := guardrail_of(exc)) is not None:
         name, reason = blocked
         return GuardrailBlocked(f"{name}: {reason}", guardrail=name)
-    if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
-        return RetryableActivityError(f"gateway unreachable: {exc}")
+    if isinstance(exc, openai.APITimeoutError):
+        return RetryableActivityError(f"gateway timed out: {exc}")
+    if isinstance(exc, openai.APIConnectionError):
+        return GatewayUnreachable(f"gateway unreachable: {exc}")
     if isinstance(exc, openai.APIStatusError):
         msg = f"gateway answered {exc.status_code}: {exc.message}"
         if exc.status_code in RETRYABLE_STATUSES or exc.status_code >= 500:

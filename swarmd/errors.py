@@ -25,7 +25,9 @@
     │                                agent group fails as a whole and is retried
     └── ActivityError                raised inside activities; crosses the workflow
         ├── RetryableActivityError       boundary by type name: the engine's retry
-        └── NonRetryableActivityError    policy retries the first, never the second
+        │   └── GatewayUnreachable       policy retries the first, never the second;
+        │                                a call never sent is retried for minutes
+        └── NonRetryableActivityError
             └── GuardrailBlocked         the gateway's guardrail refused the call
 
 Activity errors travel through Dapr as a failure with the exception's type name,
@@ -178,6 +180,13 @@ class RetryableActivityError(ActivityError):
     """Transient: rate limit, 5xx, timeout, connection reset. The workflow retries."""
 
     code = "retryable"
+
+
+class GatewayUnreachable(RetryableActivityError):
+    """No connection to the LLM gateway: the call was never made, so it is safe to
+    retry it for much longer than a failed call (a proxy restart can take minutes)."""
+
+    code = "gateway_unreachable"
 
 
 class NonRetryableActivityError(ActivityError):
