@@ -10,9 +10,10 @@ Invariants:
   relied on: a crash between the two leaves at worst an indexed key with no
   value (deleting it is a no-op) or a value that expires by its TTL, never a
   value that purge cannot find and that lives forever.
-* The index is split over ``SHARDS`` keys (``runkeys|<run>|<n>``) by a hash of
-  the key, so concurrent writers of one run (many agent groups finishing at
-  once) rarely contend; each shard is updated by compare-and-set on its ETag.
+* The index is split over ``SHARDS`` keys (``runkeys|<run>|<n>``); each call of
+  :meth:`add` goes to one shard, picked by a hash of its first key, so a group
+  recording its 50 keys costs one compare-and-set and concurrent writers of one
+  run (many groups at once) rarely contend.
 * Recording a key twice is harmless (shards are sets).
 """
 
@@ -44,10 +45,9 @@ class RunKeys:
 
     async def add(self, run_id: str, keys: Iterable[str]) -> None:
         """Record ``keys`` as belonging to run ``run_id``."""
-        by_shard: dict[int, set[str]] = {}
-        for k in keys:
-            by_shard.setdefault(_shard(k), set()).add(k)
-        await asyncio.gather(*(self._add(run_id, n, ks) for n, ks in by_shard.items()))
+        batch = set(keys)
+        if batch:  # one shard per call (by its first key): one compare-and-set per group
+            await self._add(run_id, _shard(min(batch)), batch)
 
     async def _add(self, run_id: str, n: int, keys: set[str]) -> None:
         skey = shard_key(run_id, n)
