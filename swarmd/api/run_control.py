@@ -312,6 +312,10 @@ async def purge_run(
     or suspended: terminate it first."""
     async with _serialized(run_id):
         state = await _require(services, client, run_id, FINISHED, "terminate it before purging it")
+        # count its end first (usage, metrics, result events): nothing can once it is gone
+        full = await _read(services, client, run_id, payloads=True)
+        if full is not None:
+            await services.tracker.settle(run_id, full)
         await _call(client.purge_workflow(state.instance_id, recursive=True), run_id)
         await catalog.remove(run_id)
         # then what the run stored under keys of its own (its call journal, ...)

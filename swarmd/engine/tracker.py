@@ -246,6 +246,19 @@ class RunTracker:
             return 0
         return await self._record(ended)
 
+    async def settle(self, run_id: str, state: WorkflowState) -> None:
+        """Count the end of finished run ``run_id`` now, if it is still indexed: purging
+        a run deletes the state the tracker reads, and a purged run it had not counted
+        yet would stay "in flight" until it is taken for an orphan (ORPHAN_AFTER_S)."""
+        for _ in range(10):
+            value, _etag = await self._get(INDEX_KEY)
+            if not isinstance(value, dict) or run_id not in value:
+                return
+            if await self._record({run_id: state}):
+                return
+            await asyncio.sleep(random.uniform(0.01, 0.05))  # the index moved: again
+        raise DependencyUnavailable(f"could not record the end of run {run_id!r}")
+
     async def _record(self, ended: dict[str, WorkflowState | None]) -> int:
         async with self._mutex():
             value, etag = await self._get(INDEX_KEY)
