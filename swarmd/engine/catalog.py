@@ -42,7 +42,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from dapr.ext.workflow import WorkflowState, WorkflowStatus
@@ -261,7 +261,14 @@ def _created(rec: RunRecord) -> float:
 
 
 def _us(t: float) -> int:
-    return round(t * 1_000_000)
+    """Microseconds since the epoch, rounded exactly as ``created_at`` shows ``t``
+    (``datetime.fromtimestamp``): ``round(t * 1e6)`` could differ from it by one, so a
+    run asked for with its own ``created_at`` as ``started_after`` was sometimes left out."""
+    d = datetime.fromtimestamp(t, UTC)
+    return (d - _EPOCH) // timedelta(microseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _key(e: dict[str, Any]) -> tuple[int, str]:
