@@ -113,8 +113,19 @@ def test_process_identity_detects_exit_zombies_and_pid_reuse() -> None:
 
 
 def test_find_pids_matches_the_command_line() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "marker-xyz"])
+    # The child says so once it runs: right after fork, before exec, /proc still
+    # shows the parent's command line (this raced and failed in CI).
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; print('up', flush=True); time.sleep(60)",
+            "marker-xyz",
+        ],
+        stdout=subprocess.PIPE,
+    )
     try:
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"
         assert child.pid in find_pids("marker-xyz")
     finally:
         child.kill()
