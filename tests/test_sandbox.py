@@ -101,3 +101,20 @@ async def test_tool_validates_code_and_returns_json(sandbox: Sandbox) -> None:
     assert ok == {"stdout": "42\n", "stderr": "", "exit_code": 0, "duration_ms": ok["duration_ms"]}
     assert "must be a string" in (await call(None, req({"code": 7})))["error"]  # type: ignore[arg-type]
     assert "longer than" in (await call(None, req({"code": "#" * 3000})))["error"]  # type: ignore[arg-type]
+
+
+async def test_wall_clock_cap_holds_after_the_ticker_slept() -> None:
+    """The epoch ticker sleeps between calls; a later call's wall-clock cap still trips
+    (fuel is set too high to be what stops it)."""
+    sb = Sandbox(
+        SandboxLimits(fuel=10**15, timeout_s=0.5),
+        workers=1,
+        cache_dir=Settings().sandbox_cache_dir,
+    )
+    try:
+        assert (await sb.run("print(1)")).exit_code == 0
+        for _ in range(2):
+            r = await sb.run("while True: pass")
+            assert r.error == "timeout", r
+    finally:
+        sb.close()
