@@ -47,6 +47,8 @@ log = logging.getLogger("swarmd.engine.outbox")
 OUTBOX_KEY = "swarmd-outbox"
 PROGRESS_KEY = "swarmd-outbox-progress"
 LEADER_LOCK = "swarmd-outbox"
+#: events in one bulk publish request
+PUBLISH_BATCH = 200
 #: results whose output is larger than this carry no output (read it at GET /v1/runs/{id})
 MAX_OUTPUT_BYTES = 256_000
 _STATUS: dict[WorkflowStatus, Literal["completed", "failed", "terminated"]] = {
@@ -221,22 +223,28 @@ class Outbox:
         if not pending:
             return 0
         order = sorted(pending, key=lambda k: float(pending[k].get("at", 0)))
-        sem = asyncio.Semaphore(16)
+        by_topic: dict[str, list[str]] = {}
+        for event_id in order:
+            by_topic.setdefault(pending[event_id]["topic"], []).append(event_id)
+        sem = asyncio.Semaphore(4)
 
-        async def send(event_id: str) -> str | None:
-            ev = pending[event_id]
+        async def send(topic: str, ids: list[str]) -> set[str]:
+            batch = [(e, pending[e]["type"], pending[e]["data"]) for e in ids]
             async with sem:
-                try:
-                    await self.publisher.publish(
-                        ev["topic"], ev["data"], event_id=event_id, event_type=ev["type"]
-                    )
-                except DependencyUnavailable as exc:
-                    log.warning("outbox: %s not published yet: %s", event_id, exc)
-                    return None
-            self.metrics.outbox_published.labels(ev["topic"]).inc()
-            return event_id
+                failed = await self.publisher.publish_many(topic, batch)
+            if failed:
+                log.warning("outbox: %d event(s) to %s not published yet", len(failed), topic)
+            self.metrics.outbox_published.labels(topic).inc(len(ids) - len(failed))
+            return set(ids) - failed
 
-        sent = {e for e in await asyncio.gather(*(send(e) for e in order)) if e is not None}
+        chunks = [
+            (topic, ids[i : i + PUBLISH_BATCH])
+            for topic, ids in by_topic.items()
+            for i in range(0, len(ids), PUBLISH_BATCH)
+        ]
+        sent: set[str] = set()
+        for got in await asyncio.gather(*(send(t, ids) for t, ids in chunks)):
+            sent |= got
         for _ in range(50):
             now, etag = await self._get(OUTBOX_KEY)
             left = {k: v for k, v in now.items() if k not in sent}

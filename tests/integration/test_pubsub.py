@@ -181,9 +181,15 @@ def test_tasks_survive_two_app_sigkills_exactly_once(
     )
     # backpressure: the limit holds, give or take the deliveries daprd makes at once (8)
     assert peak[0] <= LIMIT + 8
-    # progress: one event per agent done, for every run
-    progress = {e["data"]["run_id"] for e in events(broker, "swarm.events")}
-    assert ids <= progress
+    # progress: one event per agent done, for every run, each a CloudEvent whose id and
+    # type are ours (published in bulk), so a consumer can deduplicate a republished one
+    progress = [e for e in events(broker, "swarm.events") if e["data"]["run_id"] in ids]
+    assert ids <= {e["data"]["run_id"] for e in progress}
+    for e in progress:
+        assert e["type"] == "swarmd.run.progress", e
+        assert e["id"] == f"progress-{e['data']['run_id']}-{e['data']['agents_done']}", e
+    results = [e for e in events(broker, "swarm.results") if e["data"].get("user") == user]
+    assert {e["id"] for e in results} == {f"result-{r}" for r in ids}
 
 
 def test_same_task_twice_is_one_run(stack: Stack, api: httpx.Client, broker: redis.Redis) -> None:
