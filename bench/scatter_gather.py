@@ -199,17 +199,42 @@ def top_frames(collapsed: Path, k: int = 12) -> list[tuple[str, float]]:
 
 def engine_llm(stack: Stack, api: httpx.Client, n: int, tag: str) -> dict[str, Any]:
     sampler = Sampler(stack)
+    user = f"bench-{tag}-{n}"
+    calls = len(stack.model_calls(status=None))
     t0 = time.perf_counter()
     r = api.post(
         "/v1/runs",
         json={
             "swarm": "scatter_gather",
-            "run_id": f"bench-{tag}-{n}",
-            "input": {"task": TASK, "agents": n, "max_parallel": n},
+            "run_id": user,
+            "input": {"task": TASK, "agents": n, "max_parallel": n, "user": user},
         },
     )
     r.raise_for_status()
-    return measured(api, r.json()["run_id"], sampler, t0)
+    out = measured(api, r.json()["run_id"], sampler, t0)
+    answered = [c for c in stack.model_calls(status=None)[calls:] if c.get("user") == user]
+    out["model_calls"] = sum(1 for c in answered if c.get("status") == 200)
+    out["output_check"] = check_output(api, user, n)
+    return out
+
+
+def check_output(api: httpx.Client, run_id: str, n: int) -> str:
+    """ "exact" when the run's output is what the deterministic model server makes it:
+    every agent ok, in order, each answering its own part of the plan, and a reducer
+    answer; otherwise what is wrong."""
+    view = api.get(f"/v1/runs/{run_id}", timeout=300).json()
+    output = view.get("output") or {}
+    results = output.get("agent_results") or []
+    if view.get("status") != "completed":
+        return f"status {view.get('status')}"
+    if len(results) != n:
+        return f"{len(results)} agent results, not {n}"
+    for i, res in enumerate(results):
+        if res.get("status") != "ok" or f"Part {i + 1} of {n}:" not in (res.get("content") or ""):
+            return f"agent {i}: {res.get('status')} {str(res.get('content'))[:80]!r}"
+    if output.get("failed_agents") or not output.get("answer"):
+        return "failed agents or no answer"
+    return "exact"
 
 
 async def baseline_noop(n: int) -> float:
@@ -351,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
                                 "gateway_cpu_ms_per_call": round(1000 * gw / (n + 2), 1),
                                 "ratio_engine_over_direct": round(eng["wall_s"] / direct, 2),
                             }
+                        checks: dict[str, Any] = {
+                            k: eng[k] for k in ("model_calls", "output_check") if k in eng
+                        }
                         row = {
                             "case": case,
                             "agents": n,
@@ -361,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                             "ratio_engine_over_baseline": round(eng["wall_s"] / base, 2),
                             "status": eng["status"],
                             "peak_rss_mb_app_daprd": eng["peak_rss_mb"],
+                            **checks,
                             "cpu_s": eng["cpu_s"],
                             **extra,
                         }

@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     dapr_api_token: SecretStr | None = Field(
         None, validation_alias="DAPR_API_TOKEN", description="daprd's API token, when it has one"
     )
+    grpc_max_message_mib: int = Field(
+        32,
+        ge=4,
+        le=512,
+        description="Largest gRPC message between the app and daprd's workflow engine, in MiB "
+        "(a workflow's whole history travels in one). daprd must run with at least this "
+        "--max-body-size: the launcher, the dapr run file and the chart set both from it.",
+    )
 
     # -- Lock owner registry (what this process holds; the watchdog reclaims it on death)
     pod_name: str | None = Field(

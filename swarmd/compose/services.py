@@ -33,6 +33,7 @@ from swarmd.activities.tools import ToolDeps
 from swarmd.agents.config import load_baseline, load_templates
 from swarmd.agents.store import UserStore
 from swarmd.api.deps import Services
+from swarmd.compose.grpc_limits import raise_client_limit
 from swarmd.compose.worker import build_worker, sdk_logger_options
 from swarmd.config import Settings
 from swarmd.engine.catalog import AgentCatalog, RunCatalog
@@ -130,6 +131,7 @@ class _Worker:
                 port=str(s.dapr_grpc_port),
                 logger_options=sdk_logger_options(s),
             )
+            raise_client_limit(client, s.grpc_max_message_mib)
             propagate_to_dapr(client)  # runs' traces continue in daprd
             self.services.users = users
             self.services.workflows = client

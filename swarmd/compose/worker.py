@@ -33,6 +33,7 @@ from swarmd.agents.activities import make_activities as make_user_agent_activiti
 from swarmd.agents.config import Baseline, Template
 from swarmd.agents.store import UserStore
 from swarmd.agents.turn import make_turn_activities
+from swarmd.compose.grpc_limits import raise_worker_limit
 from swarmd.config import Settings
 from swarmd.engine import names
 from swarmd.engine.journal import Journal
@@ -158,6 +159,7 @@ def build_worker(
         maximum_concurrent_orchestration_work_items=settings.max_concurrent_activities,
         worker_ready_timeout=60.0,
     )
+    raise_worker_limit(rt, settings.grpc_max_message_mib)
     sidecar = Sidecar(settings.dapr_http_port, settings.state_store)
     journal = Journal(state, RunKeys(sidecar), settings.journal_retention_s)
     reg = Registrar(rt, pulse.wrap if pulse is not None else None, journal)

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import httpx
 import yaml
 
+from swarmd.config import Settings
 from swarmd.engine.health import Persistent, probe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -483,6 +484,12 @@ class Stack:
             **self.app_env,
         }
 
+    def max_body_size(self) -> str:
+        """daprd's ``--max-body-size``: the app's gRPC message limit, so a history that
+        the worker may receive is one daprd may send (swarmd/compose/grpc_limits.py)."""
+        default = Settings.model_fields["grpc_max_message_mib"].default
+        return f"{int(self.app_env.get('SWARMD_GRPC_MAX_MESSAGE_MIB', default))}Mi"
+
     def render_run_file(self) -> Path:
         spec: dict[str, Any] = yaml.safe_load((ROOT / "dapr.yaml").read_text())
         p = self.ports
@@ -500,6 +507,7 @@ class Stack:
                 "metricsPort": p.dapr_metrics,
                 "placementHostAddress": f"127.0.0.1:{p.placement}",
                 "schedulerHostAddress": f"127.0.0.1:{p.scheduler}",
+                "maxBodySize": self.max_body_size(),
                 "command": [sys.executable, "-m", "swarmd", "serve"],
                 "env": self.app_environment(),
             }
@@ -536,6 +544,8 @@ class Stack:
             "/healthz",
             "--log-level",
             "info",
+            "--max-body-size",
+            self.max_body_size(),
             *self.daprd_args,
         ]
 
