@@ -16,12 +16,14 @@ per-user budgets and limits) and in the request metadata.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 from dapr.ext.workflow import WorkflowActivityContext
@@ -50,6 +52,36 @@ _UNREGISTERED = Metrics()
 
 #: HTTP statuses worth retrying: timeouts, conflicts, rate limits, server errors.
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+#: how long ``swarmd.call_llm`` keeps waiting for a gateway it cannot reach at all (as
+#: the group activities do, ``activities.agents``): a LiteLLM restart took 40-110 s on
+#: a loaded machine in the chaos runs, the run's retry policy alone gives up after ~31 s
+UNREACHABLE_PATIENCE_S = 600.0
+#: the longest wait between two tries of an unreachable gateway
+UNREACHABLE_RETRY_MAX_S = 5.0
+
+T = TypeVar("T")
+
+
+async def past_gateway_outages(
+    make: Callable[[], Awaitable[T]], patience_s: float = UNREACHABLE_PATIENCE_S
+) -> T:
+    """``make()``, tried again for up to ``patience_s`` while it fails with
+    :class:`GatewayUnreachable` (no connection: the call was never made, so trying
+    again pays for nothing). Waits grow to :data:`UNREACHABLE_RETRY_MAX_S`, jittered
+    so that the calls of a whole process do not hit a gateway that is back at once.
+    Every other error goes to the caller at once (the run's retry policy owns them)."""
+    since = time.monotonic()
+    n = 0
+    while True:
+        try:
+            return await make()
+        except GatewayUnreachable:
+            if time.monotonic() - since >= patience_s:
+                raise
+            n += 1
+            cap = min(UNREACHABLE_RETRY_MAX_S, 0.25 * 2**n)
+            await asyncio.sleep(cap * random.uniform(0.5, 1.0))
 
 
 def guardrail_of(exc: Exception) -> tuple[str, str] | None:
@@ -257,15 +289,21 @@ def make_call_llm(
     """Build the ``swarmd.call_llm`` activity around clients made by the entrypoint.
 
     A request with a ``call_key`` (engine v2) is answered from the call journal when
-    it was answered before (see :mod:`swarmd.engine.journal`)."""
+    it was answered before (see :mod:`swarmd.engine.journal`). A gateway that cannot be
+    reached is waited out (:func:`past_gateway_outages`) instead of failing the call
+    after the run's few retries: planner, reducer, supervisor and user-agent turns
+    make their calls here, and a LiteLLM restart failed them in the chaos runs."""
 
     async def call_llm(ctx: WorkflowActivityContext, req: LLMRequest) -> dict[str, Any]:
         r = LLMRequest.model_validate(req)
 
-        async def make() -> dict[str, Any]:
+        async def once() -> dict[str, Any]:
             return (
                 await complete(client, r, payloads, obs, ctx.workflow_id, guardrails)
             ).model_dump()
+
+        async def make() -> dict[str, Any]:
+            return await past_gateway_outages(once)
 
         if journal is None or r.call_key is None:
             return await make()
