@@ -26,6 +26,15 @@ Invariants:
   (:class:`swarmd.engine.runkeys.RunKeys`) before the entry is written, so
   purging the run deletes it; entries also expire after the retention period
   (``SWARMD_JOURNAL_RETENTION_S``).
+* Within one process a call is made at most once at a time: a second
+  :meth:`Journal.once` for a key whose call is in flight waits for that call,
+  and one for a key this process answered in the last :data:`RECENT_S` gets
+  that answer (same fingerprint only). Dapr runs one activity twice at once
+  when its stream to the worker churns (daprd restarted under a running
+  activity: the old execution goes on, the re-dispatched one starts beside it,
+  dapr/dapr#9903); both executions walk the same calls a few seconds apart,
+  and the second one's prefetched misses are stale by then. The chaos suite
+  counted 19 calls of one run paid twice that way.
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -60,6 +71,10 @@ def fingerprint(request: Any) -> str:
 #: entries written together: those answered within this long of the first
 WRITE_BATCH_S = 0.005
 WRITE_BATCH_MAX = 200
+#: how long a process remembers the answers it journaled (duplicate executions of one
+#: activity start within seconds of each other; a purged run re-run later pays again)
+RECENT_S = 120.0
+RECENT_MAX = 4096
 
 Prefetched = dict[str, Any]
 """Entries read ahead (``key -> raw entry or None``); a key in it is not read again."""
@@ -83,6 +98,14 @@ class Journal:
         self.made = 0
         self._writes: dict[int, _Writes] = {}  # per event loop
         self._flushing: set[asyncio.Future[None]] = set()
+        #: (loop, run, key) -> (fingerprint, the call in flight in this process)
+        self._inflight: dict[
+            tuple[int, str, str], tuple[str, asyncio.Future[dict[str, Any] | None]]
+        ] = {}
+        #: (run, key) -> (fingerprint, result, when): answers this process journaled
+        self._recent: OrderedDict[tuple[str, str], tuple[str, dict[str, Any], float]] = (
+            OrderedDict()
+        )
 
     async def prefetch(self, run_id: str, keys: list[str]) -> Prefetched:
         """The entries of ``keys`` in one bulk read (for :meth:`once`'s ``known``)."""
@@ -173,10 +196,46 @@ class Journal:
         if key is None:
             return await make()
         fp = fingerprint(request)
-        found = await self.lookup(run_id, key, fp, known)
-        if found is not None:
+        while (local := self._local(run_id, key, fp)) is not None:
+            answer = await asyncio.shield(local)
+            if answer is not None:  # else that call failed: make it here
+                self.replayed += 1
+                return dict(answer)
+        slot = (id(asyncio.get_running_loop()), run_id, key)
+        fut: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self._inflight[slot] = (fp, fut)
+        found: dict[str, Any] | None = None
+        try:
+            found = await self.lookup(run_id, key, fp, known)
+            if found is None:
+                result = await make()
+                self.made += 1
+                # known here even if the write below fails (the activity is retried)
+                self._remember(run_id, key, fp, result)
+                found = result
+                await self.record(run_id, key, fp, result, indexed)
             return found
-        result = await make()
-        self.made += 1
-        await self.record(run_id, key, fp, result, indexed)
-        return result
+        finally:
+            if self._inflight.get(slot, ("", None))[1] is fut:
+                del self._inflight[slot]
+            fut.set_result(found)  # None: the call failed or was cancelled; waiters make it
+
+    def _local(
+        self, run_id: str, key: str, fp: str
+    ) -> asyncio.Future[dict[str, Any] | None] | None:
+        """This process's call in flight for the key, or its recent answer, if any."""
+        inflight = self._inflight.get((id(asyncio.get_running_loop()), run_id, key))
+        if inflight is not None and inflight[0] == fp:
+            return inflight[1]
+        recent = self._recent.get((run_id, key))
+        if recent is not None and recent[0] == fp and time.monotonic() - recent[2] < RECENT_S:
+            done: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+            done.set_result(recent[1])
+            return done
+        return None
+
+    def _remember(self, run_id: str, key: str, fp: str, result: dict[str, Any]) -> None:
+        self._recent[(run_id, key)] = (fp, result, time.monotonic())
+        self._recent.move_to_end((run_id, key))
+        while len(self._recent) > RECENT_MAX:
+            self._recent.popitem(last=False)

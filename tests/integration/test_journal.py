@@ -1,9 +1,11 @@
 """Engine v2's call journal on the real stack: every call is recorded under its key,
 a fresh generation of a run pays for nothing it had finished, purge deletes the
-journal, and a run started on engine v1 still finishes after the upgrade to v2."""
+journal, an activity Dapr runs twice at once pays once, and a run started on engine
+v1 still finishes after the upgrade to v2."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -11,9 +13,12 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from swarmd.config import Settings
 from swarmd.devstack.launcher import Stack
-from swarmd.engine.journal import call_key, entry_key
-from swarmd.engine.runkeys import SHARDS, shard_key
+from swarmd.engine.journal import Journal, call_key, entry_key
+from swarmd.engine.runkeys import SHARDS, RunKeys, shard_key
+from swarmd.engine.sidecar import Sidecar
+from swarmd.engine.state import StateStore
 from tests.conftest import wait_run, wait_until
 
 pytestmark = pytest.mark.integration
@@ -125,6 +130,57 @@ def test_live_progress_moves_while_a_group_runs(
 
     wait_until(moving, timeout_s=60, what="progress to move within the group")
     assert wait_run(api, run_id)["status"] == "completed"
+
+
+async def test_one_activity_executed_twice_pays_each_call_once(
+    stack: Stack, calls_since: Any
+) -> None:
+    """What daprd does when it restarts under a running activity (chaos seed 11): the
+    old execution goes on in the app while the re-dispatched one starts beside it,
+    with the same calls, and the second's prefetched journal misses go stale while
+    the first answers them (19 calls of one run paid twice)."""
+    run_id = "journal-twice"
+    calls = calls_since(user=run_id)
+    port = stack.ports.dapr_http
+    journal = Journal(
+        StateStore(Settings(dapr_http_port=port)), RunKeys(Sidecar(port, "statestore"))
+    )
+    keys = [call_key(f"agent-{i}", f"agent-{i}") for i in range(1, 7)]
+    await journal.index(run_id, keys)
+    async with httpx.AsyncClient(base_url=stack.model_server_url, timeout=30) as ms:
+
+        def calling(i: int) -> Any:
+            async def make() -> dict[str, Any]:
+                body = {
+                    "model": "mock-a",
+                    "user": run_id,
+                    "messages": [{"role": "user", "content": f"Subtask {i} of {run_id}"}],
+                }
+                r = await ms.post("/v1/chat/completions", json=body)
+                r.raise_for_status()
+                return {"content": r.json()["choices"][0]["message"]["content"]}
+
+            return make
+
+        async def execution(known: dict[str, Any]) -> list[dict[str, Any]]:
+            return list(
+                await asyncio.gather(
+                    *(
+                        journal.once(run_id, k, {"i": i}, calling(i), indexed=True, known=known)
+                        for i, k in enumerate(keys)
+                    )
+                )
+            )
+
+        # three executions of one group, each prefetched before any call was answered:
+        # two at once, the third after both (its misses stale)
+        stale = [await journal.prefetch(run_id, keys) for _ in range(3)]
+        first, second = await asyncio.gather(execution(stale[0]), execution(stale[1]))
+        third = await execution(stale[2])
+    assert first == second == third
+    answered = [c for c in calls() if c["status"] == 200]
+    assert len(answered) == len(keys), answered  # each call paid once
+    assert all(isinstance(state(stack, entry_key(run_id, k)), dict) for k in keys)
 
 
 @pytest.fixture
