@@ -22,6 +22,7 @@ stand-in for a pod.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import json
@@ -657,8 +658,56 @@ class Stack:
     def restart_watchdog(self) -> None:
         self.start_watchdog()
 
-    def restart_scheduler(self) -> None:
-        self.start_scheduler()
+    def scheduler_leases(self, client: httpx.Client | None = None) -> set[str]:
+        """The etcd leases of the scheduler's cron leadership keys (its embedded etcd)."""
+        body = {
+            "key": base64.b64encode(b"dapr/leadership/").decode(),
+            "range_end": base64.b64encode(b"dapr/leadership0").decode(),
+        }
+        url = f"http://127.0.0.1:{self.ports.scheduler_etcd_client}/v3/kv/range"
+        with contextlib.ExitStack() as stack:
+            c = client or stack.enter_context(httpx.Client(timeout=2))
+            kvs = c.post(url, json=body).json().get("kvs", [])
+        return {str(kv["lease"]) for kv in kvs if kv.get("lease")}
+
+    def restart_scheduler(self, timeout_s: float = 60.0) -> list[str]:
+        """Start the scheduler again and wait until it leads its jobs again; returns the
+        leases of the dead process that it revoked.
+
+        A SIGKILLed scheduler leaves its cron leadership key in its embedded etcd,
+        under a lease of 20 s that etcd renews in full when it restarts (go-etcd-cron
+        v0.12's fixed leadership TTL; no daprd or scheduler flag sets it). The new
+        process will not take leadership while that key exists, so no reminder
+        (activity dispatch, timer, retry) fires for ~21 s after the restart. A clean
+        shutdown revokes the lease; here the stack revokes the dead process's lease
+        for it, once the new process says it waits for leadership."""
+        log = self.logs / f"scheduler{self.suffix}.log"
+        offset = log.stat().st_size if log.exists() else 0
+        proc = self.start_scheduler()
+        revoke = f"http://127.0.0.1:{self.ports.scheduler_etcd_client}/v3/lease/revoke"
+        released: set[str] = set()
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(timeout=2) as c:
+            while True:
+                if proc.popen.poll() is not None:
+                    raise StackError(f"scheduler exited; see {proc.log}:\n{tail(proc.log)}")
+                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                    leases = self.scheduler_leases(c)
+                    with log.open("rb") as fh:
+                        fh.seek(offset)
+                        since = fh.read().decode(errors="replace")
+                    if "leadership quorum reached" in since:
+                        return sorted(released)
+                    # still waiting for the old key: every leadership lease is the dead one's
+                    if "attempting to get initial leadership" in since and (
+                        "fetched initial leadership" not in since
+                    ):
+                        for lease in leases - released:
+                            c.post(revoke, json={"ID": lease})
+                            released.add(lease)
+                if time.monotonic() > deadline:
+                    raise StackError(f"scheduler took no leadership in {timeout_s:.0f}s")
+                time.sleep(0.1)  # polling interval of its log and etcd, not a readiness sleep
 
     def restart_daprd(self) -> None:
         self.start_daprd()
@@ -673,7 +722,7 @@ class Stack:
         starts: dict[str, Callable[[], object]] = {
             "app": self.restart_app,
             "daprd": self.restart_daprd,
-            "scheduler": self.start_scheduler,
+            "scheduler": self.restart_scheduler,
             "placement": self.start_placement,
             "redis": self.start_redis,
             "litellm": self.start_gateway,

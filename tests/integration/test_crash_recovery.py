@@ -106,13 +106,17 @@ def test_sigkill_mid_run_resumes_without_paying_twice(
     wait_until(
         lambda: KILL_POINTS[point](_phase(api, run_id)), timeout_s=120, what=f"run to reach {point}"
     )
+    leading = stack.scheduler_leases() if target == "scheduler" else set()
     kill_ts = time.time()
     stack.kill(target)  # SIGKILL: nothing in the process runs
     print(f"\nSIGKILLed {target} at {point}")
     if target == "app":
         stack.restart_app()
     elif target == "scheduler":
-        stack.restart_scheduler()
+        # the dead process's leadership lease, revoked for it: the new scheduler leads at
+        # once instead of after the lease's 20 s (no reminder fires until it leads)
+        assert stack.restart_scheduler() == sorted(leading)
+        assert stack.scheduler_leases().isdisjoint(leading)
     else:
         stack.restart_daprd()
     t_restart = time.time()
