@@ -5,12 +5,16 @@ The wedge is the one the chaos suite found (docs/reliability.md): daprd SIGKILLe
 while a parent creates its children. The restarted daprd re-runs the parent, which
 re-creates children while those deliver their results to it, each under its own
 actor lock; nothing moves again, and neither events nor a daprd restart help.
+
+Engine v2 creates no child workflows for pattern runs (agents run in group
+activities), so the wedge is forced on engine v1 (``SWARMD_ENGINE_VERSION=1``), which
+stays supported: runs in flight during an upgrade finish on it, and it is the
+rollback. A user agent's turn is still a child workflow on v2, but one at a time.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +22,6 @@ import httpx
 import pytest
 
 from swarmd.devstack.launcher import Ports, Stack, running
-from swarmd.engine.supervisor import journal_available
 from tests.conftest import TEST_OFFSET, wait_run, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -27,9 +30,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 STALL_S = 8
 INTERVAL_S = 1
 AGENTS = 40
-#: engine v2 runs single-turn agents in group activities (no child workflows), where
-#: this wedge does not form: a few attempts show that runs still complete unharmed
-ATTEMPTS = 4
+#: daprd kills during child creation before giving up; about one in three wedges
+#: (docs/reliability.md: 10 in 30), so 12 miss all with a chance below 1%
+ATTEMPTS = 12
+#: the moments of the kill after the planner's answer: mid child creation
+KILL_AFTER_S = (0.1, 0.15, 0.2, 0.12, 0.17)
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +85,24 @@ def essence(view: dict[str, Any]) -> Any:
     return out["answer"], [(a["agent"], a["content"]) for a in out["agent_results"]]
 
 
+@pytest.fixture
+def engine_v1(sv: Stack) -> Iterator[Stack]:
+    """The stack's app on engine v1 (every agent a child workflow) for one test."""
+    sv.app_env["SWARMD_ENGINE_VERSION"] = "1"
+    sv.kill("app", sig=15)
+    sv.restart_app()
+    try:
+        yield sv
+    finally:
+        sv.app_env.pop("SWARMD_ENGINE_VERSION", None)
+        sv.kill("app", sig=15)
+        sv.restart_app()
+
+
 def test_a_run_wedged_by_a_daprd_kill_during_child_creation_is_revived(
-    sv: Stack, api: httpx.Client
+    engine_v1: Stack, api: httpx.Client
 ) -> None:
+    sv = engine_v1
     task = "Plan the migration of a payments ledger"
     assert api.post("/v1/runs", json=fan_out("sv-reference", task)).status_code == 202
     reference = essence(wait_run(api, "sv-reference"))
@@ -97,7 +117,7 @@ def test_a_run_wedged_by_a_daprd_kill_during_child_creation_is_revived(
             60,
             "the planner's answer",
         )
-        time.sleep((0.1, 0.15, 0.2)[i % 3])  # the moment of the kill: mid child creation
+        time.sleep(KILL_AFTER_S[i % len(KILL_AFTER_S)])  # the moment of the kill
         sv.kill("daprd")
         sv.restart("daprd")
         view = wait_run(api, run_id, timeout_s=120)
@@ -107,30 +127,30 @@ def test_a_run_wedged_by_a_daprd_kill_during_child_creation_is_revived(
         got = revivals(api, run_id)
         print(f"{run_id}: {len(got)} revivals")
         if got:
-            revived.append({"run_id": run_id, "calls": Counter(), **got[-1]})
+            revived.append({"run_id": run_id, **got[-1]})
             break
-    if not revived:
-        pytest.skip(
-            f"no run wedged in {ATTEMPTS} daprd kills during child creation (every run "
-            "completed with the undisturbed output); engine v2 creates no child workflows "
-            "for single-turn agents"
-        )
+    assert revived, (
+        f"no run wedged in {ATTEMPTS} daprd kills during child creation (each completed "
+        "with the undisturbed output): the wedge was not forced, so the revival is unshown"
+    )
     r = revived[0]
     assert r["action"] == "fresh_generation" and r["outcome"] == "ok", r
     assert r["generation"] == 2
     # revived within its threshold: stuck for STALL_S plus at most a few passes
     assert STALL_S <= r["stuck_for_s"] <= STALL_S + 4 * INTERVAL_S, r
-    if journal_available():  # every finished call answered from the journal
-        answered = Counter(
-            c["messages_sha256"] for c in sv.model_calls(status=200) if c["user"] == r["run_id"]
-        )
-        assert max(answered.values()) <= 2, answered  # only calls in flight at the kill repeat
+    # engine v1 journals no call: its fresh generation pays for its calls again
+    # (SWARMD_FRESH_GENERATION=always); a v2 run's would be answered from the journal
 
 
 def test_runs_waiting_for_approval_for_a_resume_or_for_a_slow_model_are_left_alone(
     sv: Stack, api: httpx.Client
 ) -> None:
+    """The issue's cases at its ratios to the threshold: approval waits 10 minutes
+    against the default 90 s threshold (6.7x), here 7x; the run stays paused as long;
+    a call takes 60 s against the chaos suite's 40 s threshold (1.5x), here 2x (a
+    literal 60 s call would pass the gateway's 45 s per-deployment timeout)."""
     slow_s = 2 * STALL_S  # each model call takes twice the stall threshold
+    waits = 7 * STALL_S  # how long the approval and the pause are watched
     with httpx.Client(base_url=sv.model_server_url) as ms:
         ms.put("/_control/faults", json=[{"model": "*", "latency_ms": slow_s * 1000}])
         try:
@@ -165,10 +185,9 @@ def test_runs_waiting_for_approval_for_a_resume_or_for_a_slow_model_are_left_alo
             since = time.time()
             wait_until(
                 lambda: (
-                    (api.get("/v1/revivals").json()["supervisor"]["last_pass"] or 0)
-                    > since + 2 * STALL_S
+                    (api.get("/v1/revivals").json()["supervisor"]["last_pass"] or 0) > since + waits
                 ),
-                10 * STALL_S,
+                waits + 10 * STALL_S,
                 "supervisor passes",
             )
         finally:
