@@ -73,7 +73,7 @@ bench: setup ## benchmarks: figures and method in docs/benchmarks.md
 
 # the chaos suite (not in `make test`: ~10 min per seed at the defaults); docs/reliability.md
 CHAOS_SEEDS ?= 1 2
-CHAOS_ARGS ?= --runs 100 --kills 50
+CHAOS_ARGS ?= --runs 100 --kills 50 --env SWARMD_STALL_AFTER_S=40
 chaos: setup ## seeded kills of every process with runs of all patterns in flight; verdict
 	@rc=0; for seed in $(CHAOS_SEEDS); do \
 	  $(BIN)/python -m bench.chaos --seed $$seed $(CHAOS_ARGS) || rc=1; done; exit $$rc

@@ -27,8 +27,9 @@ latency). In one run:
    * **wrong**: a completed run whose output differs from its pattern's reference;
    * **paid twice**: answers by the model server (its request log, by the run's
      user id) beyond the reference's count for that prompt, except when an
-     earlier answer of the same prompt was in flight within 1 s of an app or
-     daprd kill (a call whose result had no time to be recorded);
+     earlier answer of the same prompt was in flight within 1 s of an app,
+     daprd or LiteLLM kill (a call whose result had no time to be recorded, or
+     that the killed proxy never passed on);
    * **recovery time** per fault: from the kill until the process is healthy
      again and the model server answers a call again (p50/p99 per kind);
    * the last run's end after the last fault.
@@ -82,8 +83,11 @@ WEIGHTS = {
     "litellm": 1,
     "statestore": 1,
 }
-#: kills after which a call's result can be lost with the process (in-flight excuse)
-LOSES_IN_FLIGHT = ("app", "daprd")
+#: kills after which a call's result can be lost with the process (in-flight excuse):
+#: the app or daprd (the answer had no time to be journaled), or the LiteLLM proxy (the
+#: model server answered, the killed proxy never passed the answer on: to the engine
+#: the call failed with a connection error, so it is made again)
+LOSES_IN_FLIGHT = ("app", "daprd", "litellm")
 SETTLE_S = 1.0
 MAX_END_AFTER_LAST_FAULT_S = 30.0
 
@@ -211,6 +215,7 @@ class Chaos:
         self.faulting = True
         self.submit_failures = 0
         self.faults_done_at: float | None = None
+        self.load_at_start: list[float] = []
 
     # -- helpers -----------------------------------------------------------------
     def client(self) -> httpx.Client:
@@ -484,6 +489,8 @@ class Chaos:
         return {
             "case": "chaos",
             "seed": self.cfg.seed,
+            "load_average": {"at_start": self.load_at_start, "at_end": list(os.getloadavg())},
+            "cpus": os.cpu_count(),
             "config": {k: v for k, v in asdict(self.cfg).items() if k != "app_env"},
             "ok": ok,
             "runs": len(runs),
@@ -513,6 +520,7 @@ class Chaos:
     # -- main --------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
         plan = fault_plan(self.cfg, self.rng)
+        self.load_at_start = list(os.getloadavg())
         self.log(f"seed {self.cfg.seed}: {len(plan)} faults {dict(Counter(plan))}")
         t0 = time.monotonic()
         self.stack.start()
@@ -601,11 +609,13 @@ def summary(res: dict[str, Any]) -> str:
         f"seed {res['seed']}: {res['faults']} faults {res['faults_by_kind']}, {res['runs']} runs "
         f"{res['runs_by_pattern']}, {res['messages']} messages",
         f"  lost {len(res['lost'])}, wrong {len(res['wrong'])}, paid twice {res['paid_twice']} "
-        f"(+{res['repeats_excused_in_flight']} repeats of calls in flight at an app/daprd kill)",
+        f"(+{res['repeats_excused_in_flight']} repeats of calls in flight at an app, daprd or "
+        "litellm kill)",
         f"  messages lost {len(res['messages_lost'])}, paid twice {res['messages_paid_twice']}",
         f"  recovery p50 {res['recovery_p50_s']} s, p99 {res['recovery_p99_s']} s; last run "
         f"ended {res['last_end_after_last_fault_s']} s after the last fault",
-        f"  revivals {res['revivals']} {res['revivals_by_action']}",
+        f"  revivals {res['revivals']} {res['revivals_by_action']}; load average "
+        f"{res['load_average']['at_start']} at start, {res['load_average']['at_end']} at end",
         f"  verdict: {'PASS' if res['ok'] else 'FAIL'}",
     ]
     return "\n".join(lines)
