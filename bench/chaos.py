@@ -29,7 +29,8 @@ latency). In one run:
      user id) beyond the reference's count for that prompt, except when an
      earlier answer of the same prompt was in flight within 1 s of an app,
      daprd or LiteLLM kill (a call whose result had no time to be recorded, or
-     that the killed proxy never passed on);
+     that the killed proxy never passed on), or reached the model server while
+     a killed app was down (sent before the kill, queued in the gateway);
    * **recovery time** per fault: from the kill until the process is healthy
      again and the model server answers a call again (p50/p99 per kind);
    * the last run's end after the last fault.
@@ -61,6 +62,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +184,28 @@ def in_flight_near(call: dict[str, Any], kill: float) -> bool:
     start = float(call["ts"])
     end = start + float(call.get("latency_ms", 0)) / 1000
     return start <= kill + SETTLE_S and end >= kill - SETTLE_S
+
+
+def sent_before(call: dict[str, Any], kill: float, sender_back: float) -> bool:
+    """Did the request reach the model server between an app kill (less 1 s) and the
+    moment the restarted app could send again (its workflow worker connected)? Then
+    the killed app sent it: it was in flight at the kill, queued in the gateway (a
+    loaded LiteLLM proxy passed such calls on up to 10 s later), and its answer died
+    with the app. Nothing else sends a run's calls."""
+    return kill - SETTLE_S <= float(call["ts"]) <= sender_back
+
+
+def worker_connects(app_log: Path) -> list[float]:
+    """When the app's workflow worker connected to daprd (Unix times, from its log)."""
+    out: list[float] = []
+    if not app_log.exists():
+        return out
+    for line in app_log.read_text(errors="replace").splitlines():
+        if '"durabletask-worker"' not in line or "Successfully connected" not in line:
+            continue
+        with contextlib.suppress(ValueError, KeyError):
+            out.append(datetime.fromisoformat(json.loads(line)["ts"]).timestamp())
+    return sorted(out)
 
 
 def percentile(xs: list[float], q: float) -> float | None:
@@ -407,9 +431,14 @@ class Chaos:
 
     # -- verdict -----------------------------------------------------------------
     def paid_twice(
-        self, calls: list[dict[str, Any]], expected: Counter[str], kills: list[float]
+        self,
+        calls: list[dict[str, Any]],
+        expected: Counter[str],
+        kills: list[float],
+        app_down: list[tuple[float, float]],
     ) -> tuple[int, int, list[dict[str, Any]]]:
-        """(unexcused extra answers, excused extra answers, details)."""
+        """(unexcused extra answers, excused extra answers, details). ``app_down``: (app
+        kill, when the restarted app's worker connected) for :func:`sent_before`."""
         by_hash: dict[str, list[dict[str, Any]]] = {}
         for c in sorted(calls, key=lambda c: c["ts"]):
             by_hash.setdefault(c["messages_sha256"], []).append(c)
@@ -419,7 +448,9 @@ class Chaos:
             allowed = max(1, expected.get(h, 1))
             for i in range(allowed, len(cs)):
                 earlier = cs[:i]
-                ok = any(in_flight_near(e, k) for e in earlier for k in kills)
+                ok = any(in_flight_near(e, k) for e in earlier for k in kills) or any(
+                    sent_before(e, k, back) for e in earlier for k, back in app_down
+                )
                 if ok:
                     excused += 1
                 else:
@@ -442,6 +473,12 @@ class Chaos:
     def verdict(self) -> dict[str, Any]:
         calls = self.calls_by_user()
         kills = [f.at for f in self.faults if f.kind in LOSES_IN_FLIGHT]
+        connects = worker_connects(self.stack.logs / "app.log")
+        app_down = [
+            (f.at, next((t for t in connects if t > f.at), f.back_at or f.at))
+            for f in self.faults
+            if f.kind == "app"
+        ]
         last_fault = max((f.back_at or f.at for f in self.faults), default=time.time())
         all_ts = sorted(c["ts"] for cs in calls.values() for c in cs)
         for f in self.faults:
@@ -455,11 +492,13 @@ class Chaos:
         paid = excused = 0
         details: list[dict[str, Any]] = []
         for r in runs:
-            b, e, d = self.paid_twice(calls.get(r.user, []), self.ref_counts[r.pattern], kills)
+            b, e, d = self.paid_twice(
+                calls.get(r.user, []), self.ref_counts[r.pattern], kills, app_down
+            )
             paid, excused, details = paid + b, excused + e, details + d
         msg_paid = msg_excused = 0
         for u in {m.user for m in self.msgs}:
-            b, e, d = self.paid_twice(calls.get(u, []), Counter(), kills)
+            b, e, d = self.paid_twice(calls.get(u, []), Counter(), kills, app_down)
             msg_paid, msg_excused, details = msg_paid + b, msg_excused + e, details + d
         lost_msgs = [m for m in self.msgs if m.status != "answered"]
         ended_after = [r.ended_at - last_fault for r in runs if r.ended_at is not None]

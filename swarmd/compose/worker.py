@@ -26,7 +26,13 @@ from dapr.ext.workflow.logger import LoggerOptions
 from openai import AsyncOpenAI
 
 from swarmd.activities.agents import AgentRunner, gateway_model, make_run_agents
-from swarmd.activities.llm import LLMObserver, complete, make_call_llm, traced_tool
+from swarmd.activities.llm import (
+    LLMObserver,
+    complete,
+    make_call_llm,
+    past_gateway_outages,
+    traced_tool,
+)
 from swarmd.activities.reduce import make_reduce_chunks
 from swarmd.activities.tools import ToolDeps, make_call_tool
 from swarmd.agents.activities import make_activities as make_user_agent_activities
@@ -186,8 +192,12 @@ def build_worker(
         reg.activity(name, fn)  # v1's, for generations started before the upgrade
 
     async def user_llm(ctx: WorkflowActivityContext, req: LLMRequest) -> LLMResult:
-        async def make() -> dict[str, Any]:
+        async def once() -> dict[str, Any]:
             return (await complete(llm_client, req, None, obs, ctx.workflow_id)).model_dump()
+
+        async def make() -> dict[str, Any]:
+            # a gateway restart is waited out, not a failed message (chaos: 14 lost)
+            return await past_gateway_outages(once)
 
         if req.call_key is None:
             return LLMResult.model_validate(await make())

@@ -94,8 +94,13 @@ def engine_v1(sv: Stack) -> Iterator[Stack]:
     try:
         yield sv
     finally:
+        # back on v2, on a fresh daprd: the wedged generation's actors (its parent and
+        # the children still delivering to it) stay locked until daprd restarts, and
+        # calls into them hold daprd's resources (a run start hung 30 s after a revival)
         sv.app_env.pop("SWARMD_ENGINE_VERSION", None)
         sv.kill("app", sig=15)
+        sv.kill("daprd")
+        sv.start_daprd()
         sv.restart_app()
 
 
