@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,3 +148,25 @@ def test_chaos_excuses_only_calls_in_flight_within_a_second_of_a_kill() -> None:
     assert in_flight_near({"ts": 100.02, "latency_ms": 400}, kill)  # sent just after it
     assert not in_flight_near({"ts": 97.0, "latency_ms": 400}, kill)  # settled long before
     assert not in_flight_near({"ts": 102.0, "latency_ms": 400}, kill)  # well after
+
+
+def test_chaos_excuses_calls_the_killed_app_sent_while_it_was_down(tmp_path: Path) -> None:
+    from bench.chaos import sent_before, worker_connects
+
+    log = tmp_path / "app.log"
+    lines = [
+        {"ts": "2026-12-01T19:33:00.000Z", "logger": "durabletask-worker", "msg": "Starting"},
+        {
+            "ts": "2026-12-01T19:33:39.500Z",
+            "logger": "durabletask-worker",
+            "msg": "Successfully connected to dns:127.0.0.1:1. Waiting for work items...",
+        },
+    ]
+    log.write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
+    connected = worker_connects(log)
+    assert connected == [datetime(2026, 12, 1, 19, 33, 39, 500000, tzinfo=UTC).timestamp()]
+    kill, back = connected[0] - 30, connected[0]
+    assert sent_before({"ts": kill + 9.5}, kill, back)  # queued in the gateway, then passed on
+    assert sent_before({"ts": kill - 0.5}, kill, back)
+    assert not sent_before({"ts": back + 0.1}, kill, back)  # the new app may have sent it
+    assert not sent_before({"ts": kill - 5}, kill, back)  # long before the kill
