@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from swarmd.devstack.launcher import ROOT, Ports, Stack
 
@@ -220,7 +220,7 @@ def engine_llm(stack: Stack, api: httpx.Client, n: int, tag: str) -> dict[str, A
 
 def check_output(api: httpx.Client, run_id: str, n: int) -> str:
     """ "exact" when the run's output is what the deterministic model server makes it:
-    every agent ok, in order, each answering its own part of the plan, and a reducer
+    every agent answered, in order, each its own part of the plan, and a reducer
     answer; otherwise what is wrong."""
     view = api.get(f"/v1/runs/{run_id}", timeout=300).json()
     output = view.get("output") or {}
@@ -230,7 +230,9 @@ def check_output(api: httpx.Client, run_id: str, n: int) -> str:
     if len(results) != n:
         return f"{len(results)} agent results, not {n}"
     for i, res in enumerate(results):
-        if res.get("status") != "ok" or f"Part {i + 1} of {n}:" not in (res.get("content") or ""):
+        if res.get("status") != "answered" or f"Part {i + 1} of {n}:" not in (
+            res.get("content") or ""
+        ):
             return f"agent {i}: {res.get('status')} {str(res.get('content'))[:80]!r}"
     if output.get("failed_agents") or not output.get("answer"):
         return "failed agents or no answer"
@@ -248,9 +250,16 @@ async def baseline_noop(n: int) -> float:
     return time.perf_counter() - t0
 
 
+#: calls the baselines keep in flight: the engine's own bound (SWARMD_LLM_MAX_IN_FLIGHT).
+#: Unbounded, 10,000 calls queued in one HTTP client's pool spent the baseline's CPU on
+#: the pool's bookkeeping (it never finished), which no competent asyncio program does.
+BASELINE_IN_FLIGHT = 128
+
+
 async def baseline_llm(stack: Stack, n: int, direct: bool = False) -> float:
-    """planner, ``n`` agent calls at once, reducer: through the gateway, or with
-    ``direct`` straight to the model server (the gateway's share is the difference)."""
+    """planner, ``n`` agent calls, reducer: through the gateway, or with ``direct``
+    straight to the model server (the gateway's share is the difference). The same
+    client stack as the engine's (openai on aiohttp) with the same in-flight bound."""
     if direct:
         base_url, key = f"{stack.model_server_url}/v1", "direct"
         models = {"swarmd-smart": "mock-a", "swarmd-fast": "mock-a"}
@@ -260,14 +269,23 @@ async def baseline_llm(stack: Stack, n: int, direct: bool = False) -> float:
     # the direct path has no proxy in front to queue 1,000 connections: a reset socket is
     # retried by the client there (a few, counted in the time) instead of failing the bench
     client = AsyncOpenAI(
-        base_url=base_url, api_key=key, max_retries=3 if direct else 0, timeout=120
+        base_url=base_url,
+        api_key=key,
+        max_retries=3 if direct else 0,
+        timeout=120,
+        http_client=DefaultAioHttpClient(),
     )
+    gate = asyncio.Semaphore(BASELINE_IN_FLIGHT)
 
     async def call(model: str, system: str, user: str) -> str:
-        resp = await client.chat.completions.create(
-            model=models.get(model, model),
-            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-        )
+        async with gate:
+            resp = await client.chat.completions.create(
+                model=models.get(model, model),
+                messages=[
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": user},
+                ],
+            )
         return resp.choices[0].message.content or ""
 
     t0 = time.perf_counter()

@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 import httpx
 from dapr.ext.workflow import WorkflowRuntime
 from dapr.ext.workflow.aio import DaprWorkflowClient
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAioHttpClient
 from opentelemetry.trace import Tracer
 
 from swarmd.activities.llm import LLMObserver
@@ -95,11 +95,14 @@ class _Worker:
             await self._start_locks()
             assert self.locks is not None
             users = UserStore(self.state, self.locks.hold)
+            # the aiohttp session opens on first use, on the workflow worker's loop
+            # where every LLM call runs (activities)
             llm = AsyncOpenAI(
                 base_url=s.llm_base_url,
                 api_key=s.llm_api_key.get_secret_value(),
                 max_retries=0,
                 timeout=s.llm_timeout_s,
+                http_client=DefaultAioHttpClient() if s.llm_http == "aiohttp" else None,
             )
             self.http = httpx.AsyncClient()
             self.sandbox = make_sandbox(s)
