@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("serve", help="serve the HTTP API and the workflow worker (beside daprd)")
     sub.add_parser("modelserver", help="run the local deterministic model server (--help)")
+    sub.add_parser("slackserver", help="run the local Slack Web API server (--help)")
     for name, help_ in (
         ("run", "start the local stack, run a demo swarm, keep serving until Ctrl-C"),
         ("demo", "start the local stack, run a demo swarm, print the result and exit"),
@@ -81,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         from swarmd.devstack import modelserver
 
         modelserver.main(raw[1:])
+        return 0
+    if raw[:1] == ["slackserver"]:
+        from swarmd.devstack import slackserver
+
+        slackserver.main(raw[1:])
         return 0
     args = parser.parse_args(raw)
     try:

@@ -37,6 +37,53 @@ class Settings(BaseSettings):
         0.5, ge=0.05, le=60, description="How often a run stream re-reads the workflow state"
     )
 
+    # -- Identity (swarmd.identity): the operator token above, user tokens minted by the
+    # operator (POST /v1/users/{user}/tokens), and optionally OIDC bearer JWTs
+    oidc_issuer: str | None = Field(
+        None, description="Accept JWTs from this issuer (iss); needs oidc_audience, oidc_jwks_url"
+    )
+    oidc_audience: str | None = Field(None, description="The aud a JWT must carry")
+    oidc_jwks_url: str | None = Field(
+        None, description="URL of the issuer's key set (JWKS), https:// (http:// for a local one)"
+    )
+    oidc_user_claim: str = Field(
+        "sub", min_length=1, description="The claim whose value is the swarmd user id"
+    )
+    oidc_algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256"], description="Signature algorithms accepted (JSON list)"
+    )
+
+    # -- Fair sharing: limits per user (user tokens, OIDC users, Slack users; the
+    # operator is exempt). Refusals answer 429 with Retry-After.
+    user_max_runs: int = Field(8, ge=1, description="Runs one user may have in flight")
+    user_max_turns: int = Field(
+        8, ge=1, description="Messages one user's agent may have queued or running"
+    )
+    user_starts_per_minute: float = Field(
+        120.0, gt=0, description="Sustained rate of starts (runs and agent messages) per user"
+    )
+    user_start_burst: int = Field(30, ge=1, description="Starts a user may make at once")
+    user_busy_retry_after_s: int = Field(
+        2, ge=1, le=3600, description="Retry-After sent when a user is at an in-flight limit"
+    )
+
+    # -- Slack front door (/v1/slack/...): unset secrets leave it off
+    slack_signing_secret: SecretStr | None = Field(
+        None, description="The Slack app's signing secret: requests are verified with it"
+    )
+    slack_bot_token: SecretStr | None = Field(
+        None, description="The bot token (xoxb-...) replies are posted with"
+    )
+    slack_api_url: str = Field(
+        "https://slack.com/api", description="Base URL of Slack's Web API (a local one in tests)"
+    )
+    slack_default_template: str = Field(
+        "analyst", description="Template of /setup-agent without an argument"
+    )
+    slack_reply_timeout_s: float = Field(
+        900.0, gt=0, description="How long a Slack message waits for its agent's reply"
+    )
+
     # -- LLM gateway (LiteLLM proxy, OpenAI-compatible)
     llm_base_url: str = "http://127.0.0.1:4000/v1"
     llm_api_key: SecretStr = SecretStr("sk-swarmd-local-dev")
@@ -249,12 +296,43 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("llm_base_url")
+    @field_validator("llm_base_url", "slack_api_url")
     @classmethod
     def _url(cls, v: str) -> str:
         if not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/")
+
+    @field_validator("oidc_jwks_url")
+    @classmethod
+    def _jwks_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// or http://")
+        return v
+
+    @model_validator(mode="after")
+    def _together(self) -> Settings:
+        oidc = {
+            "oidc_issuer": self.oidc_issuer,
+            "oidc_audience": self.oidc_audience,
+            "oidc_jwks_url": self.oidc_jwks_url,
+        }
+        if any(oidc.values()) and not all(oidc.values()):
+            missing = sorted(k for k, v in oidc.items() if not v)
+            raise ValueError(f"OIDC needs issuer, audience and JWKS URL together: set {missing}")
+        if (self.slack_signing_secret is None) != (self.slack_bot_token is None):
+            raise ValueError(
+                "the Slack front door needs both slack_signing_secret and slack_bot_token"
+            )
+        return self
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return self.oidc_issuer is not None
+
+    @property
+    def slack_enabled(self) -> bool:
+        return self.slack_signing_secret is not None
 
 
 @lru_cache(maxsize=1)

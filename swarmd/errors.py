@@ -8,15 +8,18 @@
     │   ├── ValidationFailed         422 body/spec invalid; names the field
     │   ├── MalformedMessage         400 a pub/sub message that is not a JSON object
     │   ├── UnknownSwarm             422 no such swarm pattern (names the field)
-    │   ├── NotFound                 404 no such record (message, schedule)
+    │   ├── NotFound                 404 no such record (message, schedule, token)
     │   ├── RunNotFound              404 no such run id
-    │   ├── AgentNotFound            404 no agent provisioned for that user
+    │   ├── AgentNotFound            404 no agent for that user (or another user's: same answer)
     │   ├── RunConflict              409 run id reused with a different request
     │   ├── RunStateConflict         409 the run's status does not allow that action
     │   ├── LockBusy                 409 a distributed lock is held by another owner
     │   ├── LockNotHeld              404 this process does not hold that lock
-    │   ├── Unauthorized             401 missing or wrong bearer token
+    │   ├── Unauthorized             401 missing, wrong, revoked or expired credentials
+    │   ├── Forbidden                403 an operator-only endpoint called with a user token
     │   ├── BaselineViolation        403 a user-agent customisation widens the baseline
+    │   ├── TooManyRequests          429 a per-user limit (in flight, start rate); Retry-After
+    │   ├── NotConfigured            404 a front door that is not set up (e.g. Slack)
     │   ├── PayloadTooLarge          413 body above settings.max_body_bytes
     │   └── UnsupportedMediaType     415 a body that is not application/json
     ├── DependencyUnavailable        503 sidecar / gateway not reachable (retry later)
@@ -135,6 +138,31 @@ class LockNotHeld(RequestError):
 class Unauthorized(RequestError):
     status_code = 401
     code = "unauthorized"
+
+
+class Forbidden(RequestError):
+    """Operator-only endpoints answer this to user tokens. Never used for another
+    user's resources: those are 404s (``RunNotFound``, ``AgentNotFound``), so their
+    existence does not leak."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class TooManyRequests(RequestError):
+    """A per-user limit refused the call; ``retry_after_s`` becomes ``Retry-After``."""
+
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after_s: float, limit: str, **extra: Any) -> None:
+        super().__init__(message, limit=limit, retry_after_s=round(retry_after_s, 3), **extra)
+        self.retry_after_s = retry_after_s
+
+
+class NotConfigured(RequestError):
+    status_code = 404
+    code = "not_configured"
 
 
 class BaselineViolation(RequestError):

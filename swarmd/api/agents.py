@@ -13,12 +13,13 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import grpc
 from dapr.ext.workflow import WorkflowStatus
 from dapr.ext.workflow.aio import DaprWorkflowClient
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,9 +44,9 @@ from swarmd.agents.store import (
     today,
     turn_instance_id,
 )
+from swarmd.api.auth import CallerDep, OwnedUser, OwnerScopeDep, authenticate, not_found_agent
 from swarmd.api.deps import (
     AgentCatalogDep,
-    OwnerScopeDep,
     PageCursor,
     PageLimit,
     ServicesDep,
@@ -53,7 +54,6 @@ from swarmd.api.deps import (
     get_users,
     get_wf_client,
     read_state,
-    require_token,
 )
 from swarmd.api.openapi import errors
 from swarmd.engine import names
@@ -65,12 +65,11 @@ from swarmd.errors import (
     RunConflict,
     ValidationFailed,
 )
+from swarmd.identity.limits import busy, turns_in_flight
 from swarmd.workflows.user_agent import WAKE_EVENT
 
-router = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(authenticate)])
 
-#: the pattern is checked by check_user_id (its error names the field ``user_id``)
-UserId = Annotated[str, Path(description="the user's id", json_schema_extra={"pattern": NAME_RE})]
 FINAL = frozenset({"answered", "failed", "budget_exhausted"})
 #: a long-polling GET re-reads the message at least this often (a reply stored by
 #: another replica is not notified in this process)
@@ -139,7 +138,7 @@ class Ctx:
         check_user_id(user)
         raw = await self.store.get(user, "profile")
         if raw is None:
-            raise AgentNotFound(f"no agent for user {user!r}", field="user_id")
+            raise not_found_agent(user)
         return Profile.model_validate(raw)
 
     async def wake(self, user: str) -> None:
@@ -383,9 +382,17 @@ async def list_agents(
         **errors(_409="the user has an agent of another template"),
     },
 )
-async def provision(body: Provision, c: CtxDep, response: Response) -> dict[str, Any]:
-    """Provision a user's agent (idempotent: the same request again answers 200)."""
+async def provision(
+    body: Provision, c: CtxDep, response: Response, caller: CallerDep
+) -> dict[str, Any]:
+    """Provision a user's agent (idempotent: the same request again answers 200).
+    A user token provisions only its own agent."""
     user = check_user_id(body.user_id)
+    if not caller.is_operator and user != caller.user:
+        raise ValidationFailed(
+            f"user_id: a user token provisions only its own agent ({caller.user!r})",
+            field="user_id",
+        )
     if body.template not in c.templates:
         raise ValidationFailed(
             f"template: unknown template {body.template!r} (known: {sorted(c.templates)})",
@@ -413,14 +420,14 @@ async def provision(body: Provision, c: CtxDep, response: Response) -> dict[str,
 
 
 @router.get("/{user_id}", response_model=AgentView, responses=errors(404))
-async def get_agent(user_id: UserId, c: CtxDep) -> dict[str, Any]:
+async def get_agent(user_id: OwnedUser, c: CtxDep) -> dict[str, Any]:
     p = await c.profile(user_id)
     wf = await _state(c.client, instance_id(user_id), payloads=True)
     return _view(c, p, wf, await c.store.get(user_id, "usage", today()))
 
 
 @router.patch("/{user_id}", response_model=AgentView, responses=errors(403, 404))
-async def customise(user_id: UserId, body: Customise, c: CtxDep) -> dict[str, Any]:
+async def customise(user_id: OwnedUser, body: Customise, c: CtxDep) -> dict[str, Any]:
     """Change preferences and skills. Anything that would widen the operator baseline
     or the template is refused with 403 ``baseline_violation`` naming the field."""
     async with c.store.locked(user_id):
@@ -447,17 +454,37 @@ async def customise(user_id: UserId, body: Customise, c: CtxDep) -> dict[str, An
     response_model=MessageAccepted,
     responses=errors(404),
 )
-async def post_message(user_id: UserId, body: NewMessage, c: CtxDep) -> dict[str, Any]:
-    """Queue a message for the user's agent; 202 with its id. Answered in order."""
+async def post_message(
+    user_id: OwnedUser, body: NewMessage, c: CtxDep, caller: CallerDep
+) -> dict[str, Any]:
+    """Queue a message for the user's agent; 202 with its id. Answered in order.
+
+    From a user (not the operator) a message is a start: it counts against the start
+    rate, and the user may have at most ``SWARMD_USER_MAX_TURNS`` messages queued or
+    running (429 with ``Retry-After``)."""
     check_user_id(user_id)
 
     def check(raw_profile: dict[str, Any]) -> None:
         if body.skill is not None and body.skill not in Profile.model_validate(raw_profile).skills:
             raise NotFound(f"skill: user has no skill named {body.skill!r}", field="skill")
 
-    msg = await c.store.enqueue(user_id, body.text, "user", check=check, skill=body.skill)
+    async def enqueue() -> dict[str, Any] | None:
+        return await c.store.enqueue(user_id, body.text, "user", check=check, skill=body.skill)
+
+    if caller.user is None:
+        msg = await enqueue()
+    else:
+        settings = c.services.settings
+        # counted, and one at a time per user here: the check below is exact per replica
+        async with c.services.identity.start_rate.starting(caller.user):
+            seq = int(await c.store.get(user_id, "seq") or 0)
+            read = partial(c.store.get, user_id, "msg")
+            limit = settings.user_max_turns
+            if await turns_in_flight(seq, read, limit) >= limit:
+                raise busy("turns", user_id, limit, settings)
+            msg = await enqueue()
     if msg is None:
-        raise AgentNotFound(f"no agent for user {user_id!r}", field="user_id")
+        raise not_found_agent(user_id)
     await c.wake(user_id)
     return {"message_id": msg["message_id"], "status": msg["status"], "seq": msg["seq"]}
 
@@ -478,7 +505,7 @@ async def _message(c: Ctx, user: str, mid: str) -> dict[str, Any]:
 
 @router.get("/{user_id}/messages", response_model=MessageList, responses=errors(404))
 async def list_messages(
-    user_id: UserId, c: CtxDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
+    user_id: OwnedUser, c: CtxDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> dict[str, Any]:
     await c.profile(user_id)
     seq = int(await c.store.get(user_id, "seq") or 0)
@@ -488,7 +515,7 @@ async def list_messages(
 
 @router.get("/{user_id}/messages/{message_id}", response_model=Message, responses=errors(404))
 async def get_message(
-    user_id: UserId,
+    user_id: OwnedUser,
     message_id: str,
     c: CtxDep,
     wait_s: Annotated[float, Query(ge=0, le=60, description="wait for the reply")] = 0,
@@ -524,7 +551,7 @@ async def get_message(
     },
 )
 async def stream_message(
-    user_id: UserId, message_id: str, c: CtxDep, settings: SettingsDep
+    user_id: OwnedUser, message_id: str, c: CtxDep, settings: SettingsDep
 ) -> StreamingResponse:
     """Server-sent events: the message's status changes, then the reply (sent as soon
     as this process stores it; other changes are seen every ``sse_poll_s``)."""
@@ -548,14 +575,14 @@ async def stream_message(
 
 
 @router.get("/{user_id}/memory", response_model=Memory, responses=errors(404))
-async def get_memory(user_id: UserId, c: CtxDep) -> dict[str, Any]:
+async def get_memory(user_id: OwnedUser, c: CtxDep) -> dict[str, Any]:
     """The agent's conversation memory (this user's only)."""
     await c.profile(user_id)
     return {"user_id": user_id, "memory": await c.store.get(user_id, "memory") or []}
 
 
 @router.get("/{user_id}/usage", response_model=AgentUsageView, responses=errors(404))
-async def get_usage(user_id: UserId, c: CtxDep) -> dict[str, Any]:
+async def get_usage(user_id: OwnedUser, c: CtxDep) -> dict[str, Any]:
     """Operator view: tokens, messages and jobs today and in total, and the daily budget."""
     p = await c.profile(user_id)
     t = c.templates.get(p.template)
@@ -570,7 +597,7 @@ async def get_usage(user_id: UserId, c: CtxDep) -> dict[str, Any]:
 
 
 @router.get("/{user_id}/schedules", response_model=ScheduleList, responses=errors(404))
-async def list_schedules(user_id: UserId, c: CtxDep) -> dict[str, Any]:
+async def list_schedules(user_id: OwnedUser, c: CtxDep) -> dict[str, Any]:
     await c.profile(user_id)
     return {"schedules": list((await c.store.get(user_id, "schedules") or {}).values())}
 
@@ -581,7 +608,7 @@ async def list_schedules(user_id: UserId, c: CtxDep) -> dict[str, Any]:
     response_model=Schedule,
     responses=errors(404),
 )
-async def add_schedule(user_id: UserId, body: NewSchedule, c: CtxDep) -> dict[str, Any]:
+async def add_schedule(user_id: OwnedUser, body: NewSchedule, c: CtxDep) -> dict[str, Any]:
     """A durable schedule owned by the user's agent: every ``every_s`` seconds or daily at
     ``daily_at`` (UTC), ``prompt`` becomes a message and its reply lands in the messages."""
     if (body.every_s is None) == (body.daily_at is None):
@@ -608,7 +635,7 @@ async def add_schedule(user_id: UserId, body: NewSchedule, c: CtxDep) -> dict[st
 @router.delete(
     "/{user_id}/schedules/{schedule_id}", response_model=ScheduleCancelled, responses=errors(404)
 )
-async def cancel_schedule(user_id: UserId, schedule_id: str, c: CtxDep) -> dict[str, Any]:
+async def cancel_schedule(user_id: OwnedUser, schedule_id: str, c: CtxDep) -> dict[str, Any]:
     async with c.store.locked(user_id):
         await c.profile(user_id)
         schedules = await c.store.get(user_id, "schedules") or {}
@@ -636,7 +663,7 @@ async def _purge(client: DaprWorkflowClient, iid: str) -> Literal["purged", "abs
 
 
 @router.delete("/{user_id}", response_model=Deprovisioned, responses=errors(404))
-async def deprovision(user_id: UserId, c: CtxDep) -> dict[str, Any]:
+async def deprovision(user_id: OwnedUser, c: CtxDep) -> dict[str, Any]:
     """Deprovision completely: terminate and purge the workflow and every turn's agent
     loop, delete every key of the user, then read each back and report what is left."""
     await c.profile(user_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,11 +28,19 @@ from swarmd.api import (
     run_agents,
     run_control,
     runs,
+    slack,
+    users,
 )
 from swarmd.api.deps import Services, ServicesDep
 from swarmd.config import Settings
 from swarmd.engine.health import Persistent, SidecarHealth, probe
-from swarmd.errors import InvalidJson, PayloadTooLarge, SwarmdError, UnsupportedMediaType
+from swarmd.errors import (
+    InvalidJson,
+    PayloadTooLarge,
+    SwarmdError,
+    TooManyRequests,
+    UnsupportedMediaType,
+)
 from swarmd.metrics import Metrics
 from swarmd.telemetry import TRACER_NAME, global_tracer
 
@@ -39,7 +48,9 @@ log = logging.getLogger("swarmd.api")
 
 
 def _error_response(exc: SwarmdError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else {}
+    if isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
     return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code, headers=headers)
 
 
@@ -234,6 +245,8 @@ def create_app(
     app.include_router(run_control.router)
     app.include_router(run_agents.router)
     app.include_router(agents.router)
+    app.include_router(users.router)
+    app.include_router(slack.router)
     app.include_router(observability.router)
     app.include_router(revivals.router)
     if settings.pubsub_enabled:

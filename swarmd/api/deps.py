@@ -1,4 +1,5 @@
-"""FastAPI dependencies: settings, auth, and one typed dependency per service.
+"""FastAPI dependencies: settings and one typed dependency per service (who is
+calling: :mod:`swarmd.api.auth`).
 
 The lifespan (:func:`swarmd.api.app.create_app`) asks the composition root
 (:mod:`swarmd.compose.services`) for one :class:`Services` object and puts it
@@ -21,16 +22,14 @@ To add a service: a field on :class:`Services`, built in
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import grpc
 from dapr.ext.workflow import WorkflowState
 from dapr.ext.workflow.aio import DaprWorkflowClient
 from fastapi import Depends, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from swarmd.agents.config import Baseline, Template
 from swarmd.agents.store import UserStore
@@ -45,8 +44,12 @@ from swarmd.engine.runkeys import RunKeys
 from swarmd.engine.spec import SpecRegistry
 from swarmd.engine.supervisor import RunSupervisor
 from swarmd.engine.tracker import RunTracker, instance_id
-from swarmd.errors import DependencyUnavailable, Unauthorized
+from swarmd.errors import DependencyUnavailable
+from swarmd.identity.service import Identity
 from swarmd.metrics import Metrics
+
+if TYPE_CHECKING:
+    from swarmd.slack.frontdoor import FrontDoor
 
 T = TypeVar("T")
 
@@ -76,6 +79,10 @@ class Services:
     run_keys: RunKeys
     #: agents finished inside engine v2's groups before their workflow hears of them
     live: LiveProgress
+    #: who is calling (tokens, OIDC) and the per-user limits
+    identity: Identity
+    #: the Slack front door, when SWARMD_SLACK_* are set
+    slack: FrontDoor | None = None
     #: the pub/sub outbox and publisher (SWARMD_PUBSUB_ENABLED), else None
     outbox: Outbox | None = None
     # -- set when the worker is up
@@ -132,31 +139,11 @@ SupervisorDep = Annotated[RunSupervisor, _service("supervisor")]
 CatalogDep = Annotated[RunCatalog, _service("catalog")]
 AgentCatalogDep = Annotated[AgentCatalog, _service("agent_catalog")]
 HistoryDep = Annotated[HistoryReader, _service("history")]
+IdentityDep = Annotated[Identity, _service("identity")]
 WorkflowClientDep = Annotated[DaprWorkflowClient, Depends(get_wf_client)]
 LocksDep = Annotated[LockManager, Depends(get_locks)]
 UserStoreDep = Annotated[UserStore, Depends(get_users)]
 
-_bearer = HTTPBearer(auto_error=False, description="SWARMD_API_TOKEN")
-
-
-def require_token(
-    settings: SettingsDep,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    expected = settings.api_token.get_secret_value() if settings.api_token else None
-    if creds is None or creds.scheme.lower() != "bearer":
-        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <SWARMD_API_TOKEN>'")
-    if expected is None or not hmac.compare_digest(creds.credentials, expected):
-        raise Unauthorized("invalid bearer token")
-
-
-def owner_scope() -> str | None:
-    """Whose runs and agents the caller may list: None for all of them (an operator, the
-    only kind of caller today). Per-user identities narrow it to the caller's user."""
-    return None
-
-
-OwnerScopeDep = Annotated[str | None, Depends(owner_scope)]
 #: the paging parameters of every list (GET /v1/runs, GET /v1/agents)
 PageLimit = Annotated[int, Query(ge=1, le=200, description="at most this many items")]
 PageCursor = Annotated[

@@ -13,13 +13,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from swarmd.api.deps import LocksDep, ServicesDep, get_locks, require_token
+from swarmd.api.auth import require_operator
+from swarmd.api.deps import LocksDep, ServicesDep, get_locks
 from swarmd.api.openapi import errors
 from swarmd.engine.jsontypes import JsonInt
 from swarmd.engine.locks import MAX_TTL_S, RESOURCE_RE, Hold, check_resource
 from swarmd.errors import LockBusy, LockNotHeld
 
-router = APIRouter(prefix="/v1/locks", tags=["locks"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/v1/locks", tags=["locks"], dependencies=[Depends(require_operator)])
 
 
 #: the pattern is checked by check_resource (its error names the field ``resource``)

@@ -23,15 +23,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from swarmd import telemetry
-from swarmd.api.deps import TrackerDep, require_token
+from swarmd.api.auth import CallerDep, authenticate
+from swarmd.api.deps import TrackerDep
 from swarmd.engine.models import SwarmInput
 from swarmd.engine.tracker import RunTracker, UserUsage
+from swarmd.errors import NotFound
 from swarmd.metrics import Metrics
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 UNTRACED = frozenset({"/healthz", "/livez", "/readyz", "/metrics", "/favicon.ico"})
 
-router = APIRouter(prefix="/v1/usage", tags=["usage"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/v1/usage", tags=["usage"], dependencies=[Depends(authenticate)])
 
 
 class TraceRequests:
@@ -91,8 +93,11 @@ def metrics_endpoint(metrics: Metrics) -> Callable[[], Any]:
 # -- hooks of the run API --------------------------------------------------------------
 
 
-async def run_starting(tracker: RunTracker, inp: SwarmInput) -> SwarmInput:
-    """Before a run is scheduled: give it its trace and put it in the run index.
+async def run_starting(
+    tracker: RunTracker, inp: SwarmInput, max_per_user: int | None = None
+) -> SwarmInput:
+    """Before a run is scheduled: give it its trace and put it in the run index
+    (429 if ``inp.user`` already has ``max_per_user`` runs there).
     Returns the input to schedule (with ``trace`` set)."""
     http = trace.get_current_span().get_span_context()
     parent = http if http.is_valid else None
@@ -106,6 +111,7 @@ async def run_starting(tracker: RunTracker, inp: SwarmInput) -> SwarmInput:
             "trace": traced.trace,
             "parent": telemetry.traceparent(parent) if parent is not None else None,
         },
+        max_per_user,
     )
     return traced
 
@@ -120,8 +126,11 @@ def run_started(metrics: Metrics, inp: SwarmInput) -> None:
 
 @router.get("/users/{user}", response_model=UserUsage)
 async def user_usage(
-    tracker: TrackerDep, user: Annotated[str, Path(min_length=1, max_length=200)]
+    tracker: TrackerDep, user: Annotated[str, Path(min_length=1, max_length=200)], caller: CallerDep
 ) -> UserUsage:
     """Tokens, LLM calls and cost of a user's ended runs (``input.user`` of the start
-    request); zeros for a user with none."""
+    request); zeros for a user with none. A user token reads only its own user (any
+    other answers 404)."""
+    if not caller.may_see(user):
+        raise NotFound(f"no usage for user {user!r}", field="user")
     return await tracker.user_usage(user)

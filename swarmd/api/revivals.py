@@ -7,10 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from swarmd.api.deps import SupervisorDep, require_token
+from swarmd.api.auth import require_operator
+from swarmd.api.deps import SupervisorDep
 from swarmd.engine.supervisor import Revival, Verdict
 
-router = APIRouter(prefix="/v1/revivals", tags=["revivals"], dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/v1/revivals", tags=["revivals"], dependencies=[Depends(require_operator)]
+)
 
 
 class SupervisorView(BaseModel):

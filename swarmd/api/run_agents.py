@@ -18,23 +18,24 @@ from dapr.ext.workflow import WorkflowState
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field, ValidationError
 
+from swarmd.api.auth import CallerDep, authenticate
 from swarmd.api.deps import (
     HistoryDep,
     PayloadsDep,
     ServicesDep,
     WorkflowClientDep,
     read_run,
-    require_token,
 )
 from swarmd.api.run_control import RunId, _errors
-from swarmd.api.runs import _STATUS
+from swarmd.api.runs import _STATUS, visible
 from swarmd.engine.catalog import RunStatus
 from swarmd.engine.history import TimelineEntry
 from swarmd.engine.models import Progress, Usage
 from swarmd.engine.payloads import PayloadStore
 from swarmd.errors import RunEntryNotFound, RunNotFound
+from swarmd.identity.caller import Caller
 
-router = APIRouter(prefix="/v1/runs", tags=["run viewer"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/v1/runs", tags=["run viewer"], dependencies=[Depends(authenticate)])
 
 MaxChars = Annotated[
     int | None,
@@ -75,10 +76,11 @@ class RunAnswer(BaseModel):
     error: str | None = None
 
 
-async def _state(services: ServicesDep, client: Any, run_id: str) -> WorkflowState:
+async def _state(services: ServicesDep, client: Any, run_id: str, caller: Caller) -> WorkflowState:
     """The run's current workflow (a revived run's latest generation: its history is
-    the one to read, under ``state.instance_id``)."""
-    state = await read_run(services, client, run_id)
+    the one to read, under ``state.instance_id``); 404 if there is none or it is
+    another user's."""
+    state = visible(caller, await read_run(services, client, run_id))
     if state is None:
         raise RunNotFound(f"no run with id {run_id!r}", field="run_id")
     return state
@@ -103,12 +105,16 @@ async def _resolved(payloads: PayloadStore, text: str) -> str:
     responses=_errors(401, 404, 422, 503),
 )
 async def run_timeline(
-    run_id: RunId, client: WorkflowClientDep, history: HistoryDep, services: ServicesDep
+    run_id: RunId,
+    client: WorkflowClientDep,
+    history: HistoryDep,
+    services: ServicesDep,
+    caller: CallerDep,
 ) -> RunTimeline:
     """Every agent (start, end, status, turns, retries, tokens, cost) and every LLM
     call the run made itself (planner, reducer, ...), in start order. Outputs are not
     included: ``GET /v1/runs/{run_id}/agents/{id}`` fetches one."""
-    state = await _state(services, client, run_id)
+    state = await _state(services, client, run_id, caller)
     entries, _ = await history.timeline(state.instance_id)
     total = 0
     if state.serialized_custom_status:
@@ -145,11 +151,12 @@ async def entry_output(
     history: HistoryDep,
     payloads: PayloadsDep,
     services: ServicesDep,
+    caller: CallerDep,
     max_chars: MaxChars = None,
 ) -> EntryOutput:
     """The answer of one timeline entry, with a payload kept by reference fetched
     from the state store. 404 if the run or the entry does not exist."""
-    state = await _state(services, client, run_id)
+    state = await _state(services, client, run_id, caller)
     entries, outputs = await history.timeline(state.instance_id)
     entry = next((e for e in entries if e.id == entry_id), None)
     if entry is None:
@@ -186,10 +193,11 @@ async def run_answer(
     client: WorkflowClientDep,
     payloads: PayloadsDep,
     services: ServicesDep,
+    caller: CallerDep,
     max_chars: MaxChars = None,
 ) -> RunAnswer:
     """The run's final answer alone (without its agents' outputs), resolved."""
-    state = await _state(services, client, run_id)
+    state = await _state(services, client, run_id, caller)
     out: Any = None
     if state.serialized_output:
         try:

@@ -29,6 +29,7 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from swarmd.api.auth import CallerDep, authenticate
 from swarmd.api.deps import (
     CatalogDep,
     Services,
@@ -38,9 +39,8 @@ from swarmd.api.deps import (
     get_wf_client,
     read_run,
     read_state,
-    require_token,
 )
-from swarmd.api.runs import _STATUS, RunView, view, with_live
+from swarmd.api.runs import _STATUS, RunView, view, visible, with_live
 from swarmd.engine.catalog import RunStatus
 from swarmd.errors import (
     DependencyUnavailable,
@@ -49,8 +49,9 @@ from swarmd.errors import (
     SwarmdError,
     ValidationFailed,
 )
+from swarmd.identity.caller import Caller
 
-router = APIRouter(prefix="/v1/runs", tags=["run control"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/v1/runs", tags=["run control"], dependencies=[Depends(authenticate)])
 
 EVENT_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 _EVENT_NAME = re.compile(EVENT_NAME)
@@ -94,8 +95,8 @@ class ErrorResponse(BaseModel):
 
 
 _ERRORS = {
-    401: "Missing or wrong bearer token",
-    404: "No run with that id",
+    401: "Missing, wrong or revoked bearer token",
+    404: "No run with that id (or it is another user's)",
     409: "The run's status does not allow this action (error.status says what it is)",
     422: "Invalid input; error.field names it",
     503: "The Dapr sidecar is not reachable",
@@ -160,11 +161,14 @@ async def _read(
 async def _require(
     services: Services,
     client: DaprWorkflowClient,
+    caller: Caller,
     run_id: str,
     allowed: frozenset[WorkflowStatus],
     refusal: str,
 ) -> WorkflowState:
-    state = await _read(services, client, run_id, payloads=False)
+    """The run's state if the caller may see it and its status is in ``allowed``:
+    404 if it does not exist or is another user's, 409 if the status refuses."""
+    state = visible(caller, await _read(services, client, run_id, payloads=not caller.is_operator))
     if state is None:
         raise _not_found(run_id)
     if state.runtime_status not in allowed:
@@ -209,6 +213,7 @@ async def _settle(
 async def terminate_run(
     run_id: RunId,
     services: ServicesDep,
+    caller: CallerDep,
     body: Annotated[TerminateRun | None, Body()] = None,
 ) -> RunAction:
     """Stop a pending, running or suspended run, recursively: its child agent
@@ -217,7 +222,9 @@ async def terminate_run(
     has already finished."""
     client = get_wf_client(services)  # after validation: bad input is 4xx even without a sidecar
     async with _serialized(run_id):
-        state = await _require(services, client, run_id, ACTIVE | PAUSED, "it has already finished")
+        state = await _require(
+            services, client, caller, run_id, ACTIVE | PAUSED, "it has already finished"
+        )
         reason = body.reason if body else None
         await _call(
             client.terminate_workflow(state.instance_id, output={"reason": reason}, recursive=True),
@@ -233,14 +240,16 @@ async def terminate_run(
     summary="Pause (suspend) a run",
     responses=_errors(401, 404, 409, 503),
 )
-async def pause_run(run_id: RunId, client: WorkflowClientDep, services: ServicesDep) -> RunAction:
+async def pause_run(
+    run_id: RunId, client: WorkflowClientDep, services: ServicesDep, caller: CallerDep
+) -> RunAction:
     """Suspend a pending or running run: it reports ``suspended`` and takes no new
     step until resumed (agent workflows already started finish the step they are
     in; their results wait for the resume). 409 if it is already suspended or has
     finished."""
     async with _serialized(run_id):
         state = await _require(
-            services, client, run_id, ACTIVE, "only a pending or running run pauses"
+            services, client, caller, run_id, ACTIVE, "only a pending or running run pauses"
         )
         await _call(client.pause_workflow(state.instance_id), run_id)
         await _settle(client, state.instance_id, FINISHED | PAUSED)
@@ -254,10 +263,14 @@ async def pause_run(run_id: RunId, client: WorkflowClientDep, services: Services
     summary="Resume a paused run",
     responses=_errors(401, 404, 409, 503),
 )
-async def resume_run(run_id: RunId, client: WorkflowClientDep, services: ServicesDep) -> RunAction:
+async def resume_run(
+    run_id: RunId, client: WorkflowClientDep, services: ServicesDep, caller: CallerDep
+) -> RunAction:
     """Resume a suspended run where it stopped. 409 unless it is ``suspended``."""
     async with _serialized(run_id):
-        state = await _require(services, client, run_id, PAUSED, "only a suspended run resumes")
+        state = await _require(
+            services, client, caller, run_id, PAUSED, "only a suspended run resumes"
+        )
         await _call(client.resume_workflow(state.instance_id), run_id)
         await _settle(client, state.instance_id, FINISHED | ACTIVE)
     return RunAction(run_id=run_id, action="resume", previous_status=_status(state))
@@ -280,6 +293,7 @@ async def raise_event(
         ),
     ],
     services: ServicesDep,
+    caller: CallerDep,
     payload: Annotated[Any, Body(description="Optional JSON payload of the event")] = None,
 ) -> RunAction:
     """Deliver an event (with an optional JSON body as its payload) to a run that has
@@ -291,7 +305,7 @@ async def raise_event(
         )
     client = get_wf_client(services)
     state = await _require(
-        services, client, run_id, ACTIVE | PAUSED, "it has finished and takes no events"
+        services, client, caller, run_id, ACTIVE | PAUSED, "it has finished and takes no events"
     )
     await _call(client.raise_workflow_event(state.instance_id, name, data=payload), run_id)
     return RunAction(run_id=run_id, action="event", previous_status=_status(state), event=name)
@@ -305,13 +319,19 @@ async def raise_event(
     responses=_errors(401, 404, 409, 503),
 )
 async def purge_run(
-    run_id: RunId, client: WorkflowClientDep, catalog: CatalogDep, services: ServicesDep
+    run_id: RunId,
+    client: WorkflowClientDep,
+    catalog: CatalogDep,
+    services: ServicesDep,
+    caller: CallerDep,
 ) -> Response:
     """Delete a finished run's state and history and those of its agent workflows;
     afterwards ``GET /v1/runs/{run_id}`` is 404. 409 while it is pending, running
     or suspended: terminate it first."""
     async with _serialized(run_id):
-        state = await _require(services, client, run_id, FINISHED, "terminate it before purging it")
+        state = await _require(
+            services, client, caller, run_id, FINISHED, "terminate it before purging it"
+        )
         # count its end first (usage, metrics, result events): nothing can once it is gone
         full = await _read(services, client, run_id, payloads=True)
         if full is not None:
@@ -432,6 +452,7 @@ async def stream_run(
     client: WorkflowClientDep,
     settings: SettingsDep,
     services: ServicesDep,
+    caller: CallerDep,
     last_event_id: Annotated[
         str,
         Header(
@@ -441,7 +462,7 @@ async def stream_run(
         ),
     ] = "",
 ) -> Response:
-    state = await _read(services, client, run_id, payloads=False)
+    state = visible(caller, await _read(services, client, run_id, payloads=not caller.is_operator))
     if state is None:
         raise _not_found(run_id)
     after = int(last_event_id) if last_event_id else 0

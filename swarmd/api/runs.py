@@ -16,8 +16,8 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from swarmd.api import observability
+from swarmd.api.auth import CallerDep, OwnerScopeDep, authenticate
 from swarmd.api.deps import (
-    OwnerScopeDep,
     PageCursor,
     PageLimit,
     PayloadsDep,
@@ -26,7 +26,6 @@ from swarmd.api.deps import (
     WorkflowClientDep,
     get_wf_client,
     read_run,
-    require_token,
 )
 from swarmd.api.openapi import errors
 from swarmd.engine import names
@@ -41,8 +40,9 @@ from swarmd.errors import (
     RunNotFound,
     ValidationFailed,
 )
+from swarmd.identity.caller import Caller
 
-router = APIRouter(prefix="/v1/runs", tags=["runs"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/v1/runs", tags=["runs"], dependencies=[Depends(authenticate)])
 
 _STATUS: dict[WorkflowStatus, RunStatus] = {
     WorkflowStatus.PENDING: "pending",
@@ -192,6 +192,43 @@ async def with_live(v: RunView, live: LiveProgress) -> tuple[RunView, int]:
     return v, at
 
 
+def run_owner(state: WorkflowState) -> str | None:
+    """The user who owns a run: ``input.user`` of a top-level swarm run (of any of its
+    generations, ``<run>:g<n>``). None for runs without a user and for other workflows
+    (agent loops, user agents), which only the operator sees through ``/v1/runs``."""
+    if not state.serialized_input:
+        return None
+    try:
+        inp = json.loads(state.serialized_input)
+    except ValueError:
+        return None
+    run_id = state.instance_id.split(":", 1)[0]  # run ids have no ":"
+    if not isinstance(inp, dict) or "spec" not in inp or inp.get("run_id") != run_id:
+        return None
+    user = inp.get("user")
+    return user if isinstance(user, str) else None
+
+
+def visible(caller: Caller, state: WorkflowState | None) -> WorkflowState | None:
+    """``state`` if the caller may see that run, else None (answered as "no such run").
+    For a user, ``state`` must have been read with its payloads (the input)."""
+    if state is None or caller.is_operator:
+        return state
+    return state if caller.may_see(run_owner(state)) else None
+
+
+def as_owner(caller: Caller, inp: SwarmInput) -> SwarmInput:
+    """A user's run is owned by that user: ``input.user`` is the caller."""
+    if caller.is_operator:
+        return inp
+    if inp.user is not None and inp.user != caller.user:
+        raise ValidationFailed(
+            f"input.user: a user token starts runs only as itself ({caller.user!r})",
+            field="input.user",
+        )
+    return inp.model_copy(update={"user": caller.user})
+
+
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
@@ -199,13 +236,20 @@ async def with_live(v: RunView, live: LiveProgress) -> tuple[RunView, int]:
     responses={
         200: {"model": RunAccepted, "description": "Run already existed"},
         **errors(_409="run_id exists with a different swarm or input"),
+        429: {"description": "A per-user limit (runs in flight, start rate); see Retry-After"},
     },
 )
-async def start_run(body: StartRun, services: ServicesDep, response: Response) -> RunAccepted:
-    """Start a swarm run. Answers 202 with the run id; 200 if ``run_id`` already exists."""
+async def start_run(
+    body: StartRun, services: ServicesDep, response: Response, caller: CallerDep
+) -> RunAccepted:
+    """Start a swarm run. Answers 202 with the run id; 200 if ``run_id`` already exists.
+
+    With a user token the run is owned by that user (``input.user``) and counts
+    against its limits: ``SWARMD_USER_MAX_RUNS`` in flight and the start rate (429
+    with ``Retry-After``)."""
     settings = services.settings
     run_id = body.run_id or uuid.uuid4().hex
-    inp = build_input(body, run_id, services.specs)
+    inp = as_owner(caller, build_input(body, run_id, services.specs))
     if (inp.agents or len(inp.spec.agents)) > settings.max_agents:
         raise ValidationFailed(
             f"input.agents: at most {settings.max_agents} agents per run", field="input.agents"
@@ -216,8 +260,14 @@ async def start_run(body: StartRun, services: ServicesDep, response: Response) -
         existing = await read_run(services, client, run_id)
         if existing is not None:
             return _existing(existing, wf_name, inp, response)
-    traced = await observability.run_starting(services.tracker, inp)  # its trace; the run index
-    await services.catalog.add(run_id, inp.spec.name, inp.user)  # listed from now on
+    limit = None
+    if caller.user is not None:
+        await services.identity.start_rate.take(caller.user)
+        limit = settings.user_max_runs
+    # its trace; the run index (where the runs-in-flight limit is checked)
+    traced = await observability.run_starting(services.tracker, inp, limit)
+    # listed from now on; owned (seen in a user's list) by input.user, as GET /{run_id}
+    await services.catalog.add(run_id, inp.spec.name, inp.user, owner=inp.user)
     # what a fresh generation of the run starts from (the run supervisor)
     await services.supervisor.remember_input(run_id, wf_name, traced.model_dump(mode="json"))
     try:
@@ -263,10 +313,15 @@ def _existing(
 
 @router.get("/{run_id}", response_model=RunView, responses=errors(404))
 async def get_run(
-    run_id: str, client: WorkflowClientDep, payloads: PayloadsDep, services: ServicesDep
+    run_id: str,
+    client: WorkflowClientDep,
+    payloads: PayloadsDep,
+    services: ServicesDep,
+    caller: CallerDep,
 ) -> RunView:
-    """Status, progress, token usage, and the output or error of a run."""
-    state = await read_run(services, client, run_id)
+    """Status, progress, token usage, and the output or error of a run (a user token:
+    of its own runs only; any other answers 404)."""
+    state = visible(caller, await read_run(services, client, run_id))
     if state is None:
         raise RunNotFound(f"no run with id {run_id!r}", field="run_id")
     result, _ = await with_live(view(state, run_id), services.live)

@@ -50,7 +50,9 @@ from swarmd.engine.spec import SpecRegistry
 from swarmd.engine.state import StateStore
 from swarmd.engine.supervisor import RunSupervisor
 from swarmd.engine.tracker import RunTracker
+from swarmd.identity.service import Identity
 from swarmd.metrics import Metrics
+from swarmd.slack.frontdoor import FrontDoor
 from swarmd.telemetry import propagate_to_dapr
 
 log = logging.getLogger("swarmd.engine")
@@ -227,7 +229,10 @@ async def open_services(
         ),
         run_keys=RunKeys(sidecar),
         live=LiveProgress(sidecar, RunKeys(sidecar)),
+        identity=Identity(settings),
     )
+    if settings.slack_enabled:
+        services.slack = FrontDoor(services)
     if settings.pubsub_enabled:
         # its events ride in the tracker's end transaction (swarmd.engine.outbox)
         services.outbox = Outbox(settings, metrics, owner_id(settings))
@@ -254,11 +259,16 @@ async def open_services(
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+        if services.slack is not None:  # its background work, before the worker stops
+            await services.slack.close()
         await worker.stop()
         await _close(services, state, supervisor)
 
 
 async def _close(services: Services, state: StateStore, supervisor: RunSupervisor) -> None:
+    if services.slack is not None:
+        await services.slack.close()
+    await services.identity.close()
     await services.tracker.close()
     await services.history.close()
     await supervisor.close()

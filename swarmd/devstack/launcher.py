@@ -86,6 +86,7 @@ class Ports:
     # 100 lands one stack's Redis on another stack's port.
     redis: int = 16399
     watchdog: int = 8081
+    slack: int = 8710
 
     @classmethod
     def block(cls, base: int) -> Ports:
@@ -174,6 +175,8 @@ class Stack:
         self.app_dir = self.data_dir / "app"
         self.api_token = self._secret("api-token")
         self.gateway_key = "sk-" + self._secret("litellm-master-key")
+        self.slack_signing_secret = self._secret("slack-signing-secret")
+        self.slack_bot_token = self._secret("slack-bot-token", prefix="xoxb-")
         self.components_dir = self.data_dir / "components"
         digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:10]
         self.pod_name = f"local-{digest}"
@@ -182,13 +185,13 @@ class Stack:
         self.app_api_token = self._secret("app-api-token")
 
     # -- helpers ---------------------------------------------------------
-    def _secret(self, name: str) -> str:
+    def _secret(self, name: str, prefix: str = "") -> str:
         """A random local secret, generated once per data dir (mode 0600)."""
         p = self.data_dir / "secrets" / name
         if p.exists():
             return p.read_text().strip()
         p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        value = secrets.token_urlsafe(24)
+        value = prefix + secrets.token_urlsafe(24)
         p.write_text(value)
         p.chmod(0o600)
         return value
@@ -208,6 +211,11 @@ class Stack:
     @property
     def model_server_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.modelserver}"
+
+    @property
+    def slack_url(self) -> str:
+        """The local Slack Web API server (swarmd.devstack.slackserver)."""
+        return f"http://127.0.0.1:{self.ports.slack}"
 
     @property
     def model_log(self) -> Path:
@@ -277,6 +285,7 @@ class Stack:
             self.start_redis()
             self.start_control_plane()
             self.start_model_server()
+            self.start_slack_server()
             self.start_gateway()
             self.start_app()
             self.start_watchdog()
@@ -418,6 +427,21 @@ class Stack:
         self._wait_http(ms, f"{self.model_server_url}/health")
         return ms
 
+    def start_slack_server(self) -> None:
+        """The local stand-in for Slack's Web API, accepting this stack's bot token."""
+        cmd = [
+            sys.executable,
+            "-m",
+            "swarmd",
+            "slackserver",
+            "--port",
+            str(self.ports.slack),
+            "--token-file",
+            str(self.data_dir / "secrets" / "slack-bot-token"),
+        ]
+        proc = self._spawn("slackserver", cmd)
+        self._wait_http(proc, f"{self.slack_url}/health")
+
     def upstream_env(self) -> dict[str, str]:
         """Where the gateway sends calls: a real provider if its key is set, else ours."""
         if os.environ.get("OPENAI_API_KEY"):
@@ -480,6 +504,9 @@ class Stack:
             "SWARMD_PUBSUB_ENABLED": "true",
             # daprd sends it on every call to the app; the pub/sub routes require it
             "APP_API_TOKEN": self.app_api_token,
+            "SWARMD_SLACK_API_URL": f"{self.slack_url}/api",
+            "SWARMD_SLACK_SIGNING_SECRET": self.slack_signing_secret,
+            "SWARMD_SLACK_BOT_TOKEN": self.slack_bot_token,
             "PYTHONUNBUFFERED": "1",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             **self.app_env,

@@ -80,7 +80,9 @@ class RunRecord(BaseModel):
     swarm: str
     status: RunStatus = Field(description="live status for runs in flight, else the final one")
     user: str | None = Field(None, description="input.user of the start request")
-    owner: str | None = Field(None, description="who started the run (null: an operator)")
+    owner: str | None = Field(
+        None, description="the user who owns the run: its input.user (null: operators only)"
+    )
     created_at: str = Field(description="when the run was started (ISO 8601, UTC)")
     ended_at: str | None = Field(None, description="when it ended (ISO 8601, UTC)")
     progress: Progress | None = Field(

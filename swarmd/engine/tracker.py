@@ -46,6 +46,7 @@ from swarmd.config import Settings
 from swarmd.engine.models import Progress, Usage
 from swarmd.engine.sidecar import Sidecar
 from swarmd.errors import DependencyUnavailable
+from swarmd.identity.limits import busy
 from swarmd.metrics import Metrics
 
 log = logging.getLogger("swarmd.engine.tracker")
@@ -140,13 +141,23 @@ class RunTracker:
             return True
 
     # -- the API's side ----------------------------------------------------------
-    async def started(self, run_id: str, entry: dict[str, Any]) -> None:
-        """Put a run in the index (before its workflow is scheduled)."""
+    async def started(
+        self, run_id: str, entry: dict[str, Any], max_per_user: int | None = None
+    ) -> None:
+        """Put a run in the index (before its workflow is scheduled). With
+        ``max_per_user``, refuse (429) if ``entry["user"]`` already has that many runs
+        in the index: checked in the same ETag-guarded write, so concurrent starts on
+        any replica cannot overshoot."""
         entry = {**entry, "t": time.time()}
+        user = entry.get("user")
 
         def add(index: dict[str, Any]) -> dict[str, Any] | None:
             if run_id in index:
                 return None
+            if max_per_user is not None and user is not None:
+                mine = sum(1 for e in index.values() if (e or {}).get("user") == user)
+                if mine >= max_per_user:
+                    raise busy("runs", str(user), max_per_user, self.settings)
             return {**index, run_id: entry}
 
         await self._update_index(add)

@@ -20,6 +20,7 @@ def test_the_scenarios_exist() -> None:
         "pubsub-jetstream-values.yaml",
         "pubsub-kafka-values.yaml",
         "pubsub-redis-values.yaml",
+        "slack-values.yaml",
     ]
 
 
