@@ -78,5 +78,13 @@ which values conflict and what to change. Returns a JSON list of messages.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- if and $v.slack.enabled (not $v.slack.existingSecret) }}
+{{- $errors = append $errors "slack.enabled is true but slack.existingSecret is empty: create a Secret with the Slack app's signing secret and bot token (keys slack.secretKeys.signingSecret and slack.secretKeys.botToken) and name it in slack.existingSecret." }}
+{{- end }}
+{{- with $v.identity.oidc }}
+{{- if and (or .issuer .audience .jwksUrl) (not (and .issuer .audience .jwksUrl)) }}
+{{- $errors = append $errors "identity.oidc: issuer, audience and jwksUrl go together: set all three to accept OIDC JWTs, or none." }}
+{{- end }}
+{{- end }}
 {{- toJson $errors }}
 {{- end }}
