@@ -70,6 +70,7 @@ bench: setup ## benchmarks: figures and method in docs/benchmarks.md
 	$(BIN)/python -m bench.pubsub
 	$(BIN)/python -m bench.viewer
 	$(BIN)/python -m bench.sandbox
+	$(BIN)/python -m bench.fairness
 
 # the chaos suite (not in `make test`: ~10 min per seed at the defaults); docs/reliability.md
 CHAOS_SEEDS ?= 1 2

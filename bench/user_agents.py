@@ -131,7 +131,11 @@ def converse(api: httpx.Client, user: str, n: int, timeout_s: float = 300) -> li
     out = []
     deadline = time.monotonic() + timeout_s
     for i in range(n):
-        r = api.post(f"/v1/agents/{user}/messages", json={"text": f"question {i} from {user}"})
+        while True:  # a user token may be told to wait (per-user limits: 429, Retry-After)
+            r = api.post(f"/v1/agents/{user}/messages", json={"text": f"question {i} from {user}"})
+            if r.status_code != 429:
+                break
+            time.sleep(float(r.headers.get("retry-after", "1")))
         r.raise_for_status()
         mid = r.json()["message_id"]
         while True:
