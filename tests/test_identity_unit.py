@@ -152,6 +152,9 @@ def test_oidc_and_slack_settings_come_together() -> None:
         Settings(oidc_issuer=ISSUER, oidc_audience="a", oidc_jwks_url="ftp://x")
 
 
+JSON = {"Content-Type": "application/json"}  # what Slack sends events as
+
+
 def _sign(body: bytes, ts: int, secret: str = SECRET) -> dict[str, str]:
     sig = hmac.new(secret.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
     return {"X-Slack-Request-Timestamp": str(ts), "X-Slack-Signature": "v0=" + sig}
@@ -160,7 +163,7 @@ def _sign(body: bytes, ts: int, secret: str = SECRET) -> dict[str, str]:
 def test_slack_signatures(client: TestClient) -> None:
     body = json.dumps({"type": "url_verification", "challenge": "abc"}).encode()
     now = int(time.time())
-    ok = client.post("/v1/slack/events", content=body, headers=_sign(body, now))
+    ok = client.post("/v1/slack/events", content=body, headers={**JSON, **_sign(body, now)})
     assert ok.status_code == 200 and ok.json() == {"challenge": "abc"}
     for headers, why in [
         ({}, "missing"),
@@ -169,16 +172,39 @@ def test_slack_signatures(client: TestClient) -> None:
         (_sign(body, now + 400), "more than 300 s"),
         ({**_sign(body, now), "X-Slack-Request-Timestamp": "soon"}, "not a Unix time"),
     ]:
-        r = client.post("/v1/slack/events", content=body, headers=headers)
+        r = client.post("/v1/slack/events", content=body, headers={**JSON, **headers})
         assert r.status_code == 401 and why in r.json()["error"]["message"], r.text
     tampered = body.replace(b"abc", b"abd")
-    r = client.post("/v1/slack/events", content=tampered, headers=_sign(body, now))
+    r = client.post("/v1/slack/events", content=tampered, headers={**JSON, **_sign(body, now)})
     assert r.status_code == 401
+
+
+def test_slack_routes_take_what_slack_sends(client: TestClient) -> None:
+    """Slash commands come form-encoded, events as JSON: each reaches the signature
+    check (a stale signature: 401), and only the other kind is a 415 naming the one
+    the route takes."""
+    form = b"command=%2Fagent-usage&user_id=U1&channel_id=D1&trigger_id=t1"
+    stale = _sign(form, int(time.time()) - 600)
+    kind = {"Content-Type": "application/x-www-form-urlencoded"}
+    r = client.post("/v1/slack/commands", content=form, headers={**kind, **stale})
+    assert r.status_code == 401 and "more than 300 s" in r.json()["error"]["message"], r.text
+    as_json = {"Content-Type": "application/json"}
+    r = client.post("/v1/slack/commands", content=b"{}", headers={**as_json, **stale})
+    assert r.status_code == 415 and r.json()["error"]["field"] == "content-type"
+    assert "application/x-www-form-urlencoded" in r.json()["error"]["message"]
+    r = client.post("/v1/slack/events", content=form, headers={**kind, **_sign(form, 0)})
+    assert r.status_code == 415 and "application/json" in r.json()["error"]["message"]
+    body = b"{not json"
+    r = client.post("/v1/slack/events", content=body, headers={**as_json, **_sign(body, 0)})
+    assert r.status_code == 401  # the signature is checked before anything is parsed
+    now = int(time.time())
+    r = client.post("/v1/slack/events", content=body, headers={**as_json, **_sign(body, now)})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
 
 
 def test_slack_front_door_is_404_when_not_configured() -> None:
     with TestClient(create_app(Settings(api_token=SecretStr(TOKEN)), start_engine=False)) as c:
-        r = c.post("/v1/slack/events", content=b"{}")
+        r = c.post("/v1/slack/events", json={})
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_configured"
 
 
@@ -212,5 +238,20 @@ def test_openapi_documents_identity_limits_and_slack(client: TestClient) -> None
     assert "429" in paths["/v1/runs"]["post"]["responses"]
     assert "429" in paths["/v1/agents/{user_id}/messages"]["post"]["responses"]
     assert "401" in paths["/v1/slack/events"]["post"]["responses"]
+    for path, kind in [
+        ("/v1/slack/events", "application/json"),
+        ("/v1/slack/commands", "application/x-www-form-urlencoded"),
+    ]:
+        op = paths[path]["post"]
+        assert list(op["requestBody"]["content"]) == [kind]
+        assert op["responses"]["415"]["description"] == f"The body is not {kind}"
+        headers = {p["name"] for p in op["parameters"] if p["in"] == "header"}
+        assert headers == {"X-Slack-Request-Timestamp", "X-Slack-Signature"}
+    form = paths["/v1/slack/commands"]["post"]["requestBody"]["content"]
+    assert form["application/x-www-form-urlencoded"]["schema"]["required"] == [
+        "command",
+        "user_id",
+        "channel_id",
+    ]
     minted = doc["components"]["schemas"]["MintedToken"]["properties"]
     assert "Shown only in this answer" in minted["token"]["description"]

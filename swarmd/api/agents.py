@@ -452,7 +452,7 @@ async def customise(user_id: OwnedUser, body: Customise, c: CtxDep) -> dict[str,
     "/{user_id}/messages",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=MessageAccepted,
-    responses=errors(404),
+    responses=errors(404, 429),
 )
 async def post_message(
     user_id: OwnedUser, body: NewMessage, c: CtxDep, caller: CallerDep

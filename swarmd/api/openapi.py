@@ -6,9 +6,11 @@ place, so a route added anywhere gets the same treatment:
 * every error status a route can answer, each with the one error body
   (:class:`ErrorResponse`): 401 where the bearer token applies; where there is a
   body 400 (not parseable JSON), 413 (above ``SWARMD_MAX_BODY_BYTES``) and 415 (not
-  ``application/json``); 422 where there are parameters or a body; 503 on ``/v1``
-  (the sidecar or state store is unreachable); routes add their own 403/404/409
-  with :func:`errors`;
+  ``application/json``, or not the media type the route's ``requestBody`` names: the
+  Slack slash commands take ``application/x-www-form-urlencoded``); 422 where there
+  are parameters or a body; 503 on ``/v1`` (the sidecar or state store is
+  unreachable); routes add their own 403/404/409/429 with :func:`errors` (a 429
+  carries ``Retry-After``);
 * request schemas exactly as strict as the handlers: ``POST /v1/runs`` says which
   swarms exist, that ``input.agents`` is for scatter_gather only and at most
   ``SWARMD_MAX_AGENTS``, and what an inline spec's pattern needs; ``POST /v1/agents``
@@ -60,9 +62,14 @@ DESCRIPTIONS: dict[int, str] = {
     413: "The body is larger than SWARMD_MAX_BODY_BYTES",
     415: "The body is not application/json",
     422: "Invalid input; error.field names it",
+    429: "A per-user limit (in flight, start rate): retry after Retry-After seconds",
     503: "A dependency (the Dapr sidecar or state store) is unreachable; retry later",
 }
 
+RETRY_AFTER = {
+    "description": "Seconds to wait before trying again",
+    "schema": {"type": "integer", "minimum": 1},
+}
 PROMETHEUS = "text/plain; version=1.0.0; charset=utf-8"
 REF = "#/components/schemas/"
 
@@ -124,12 +131,17 @@ def _complete(
                 wanted.add(503)
             for want in wanted:
                 responses.setdefault(str(want), {"description": DESCRIPTIONS[want]})
+            kinds = list((op.get("requestBody") or {}).get("content") or {})
+            if kinds and kinds != ["application/json"]:  # a route that takes its own kind
+                responses["415"] = {"description": f"The body is not {' or '.join(kinds)}"}
             for key, resp in responses.items():
                 if key.isdigit() and int(key) >= 400:
                     desc = resp.get("description") or DESCRIPTIONS.get(int(key), "Error")
                     if int(key) == 422 and desc == "Validation Error":
                         desc = DESCRIPTIONS[422]
                     responses[key] = _error_response(desc)
+                    if key == "429":
+                        responses[key]["headers"] = {"Retry-After": RETRY_AFTER}
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     metrics = doc["paths"].get("/metrics", {}).get("get")

@@ -235,8 +235,7 @@ def as_owner(caller: Caller, inp: SwarmInput) -> SwarmInput:
     response_model=RunAccepted,
     responses={
         200: {"model": RunAccepted, "description": "Run already existed"},
-        **errors(_409="run_id exists with a different swarm or input"),
-        429: {"description": "A per-user limit (runs in flight, start rate); see Retry-After"},
+        **errors(429, _409="run_id exists with a different swarm or input"),
     },
 )
 async def start_run(

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 
 from swarmd.api.deps import Services, ServicesDep
-from swarmd.errors import NotConfigured, ValidationFailed
+from swarmd.errors import InvalidJson, NotConfigured, ValidationFailed
 from swarmd.slack.frontdoor import FrontDoor
 from swarmd.slack.verify import verify
 
@@ -29,6 +29,100 @@ _SIGNED: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, invalid or stale Slack signature: nothing was done"},
     404: {"description": "The Slack front door is not configured"},
 }
+#: the headers Slack signs every request with (checked by the handler, so a missing
+#: one is a 401 like a wrong one, not a 422)
+_SIGNATURE_HEADERS = [
+    {
+        "name": "X-Slack-Request-Timestamp",
+        "in": "header",
+        "required": True,
+        "description": "Unix time Slack sent the request at; refused more than 5 minutes off",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    {
+        "name": "X-Slack-Signature",
+        "in": "header",
+        "required": True,
+        "description": "v0= HMAC-SHA256 of v0:<timestamp>:<body> with the signing secret",
+        "schema": {"type": "string", "pattern": "^v0=[0-9a-f]{64}$"},
+    },
+]
+#: what Slack posts to the Events API request URL (JSON); the handler ignores the rest
+_EVENT_BODY = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": {"type": "string", "examples": ["event_callback", "url_verification"]},
+        "challenge": {"type": "string", "description": "url_verification: echoed back"},
+        "team_id": {"type": "string"},
+        "api_app_id": {"type": "string"},
+        "event_id": {"type": "string", "description": "a retried delivery is done once"},
+        "event_time": {"type": "integer"},
+        "event": {
+            "type": "object",
+            "description": "message (channel_type im), app_mention or user_change",
+            "properties": {
+                "type": {"type": "string"},
+                "user": {"description": "the sender's id; user_change: the user object"},
+                "channel": {"type": "string"},
+                "channel_type": {"type": "string"},
+                "text": {"type": "string"},
+                "ts": {"type": "string"},
+                "thread_ts": {"type": "string"},
+                "bot_id": {"type": "string", "description": "set: a bot's message, ignored"},
+                "subtype": {"type": "string", "description": "set: an edit etc., ignored"},
+            },
+        },
+    },
+    "example": {
+        "type": "event_callback",
+        "team_id": "T0LOCAL",
+        "event_id": "Ev0EXAMPLE",
+        "event": {
+            "type": "message",
+            "channel_type": "im",
+            "user": "U0ALICE",
+            "channel": "D0ALICE",
+            "text": "what is durable execution?",
+            "ts": "1764600000.000100",
+        },
+    },
+}
+#: what Slack posts to a slash command's request URL (form-encoded)
+_COMMAND_BODY = {
+    "type": "object",
+    "required": ["command", "user_id", "channel_id"],
+    "properties": {
+        "command": {"type": "string", "examples": ["/setup-agent", "/agent-usage"]},
+        "text": {"type": "string", "description": "/setup-agent: the template (optional)"},
+        "user_id": {"type": "string"},
+        "user_name": {"type": "string"},
+        "channel_id": {"type": "string"},
+        "channel_name": {"type": "string"},
+        "team_id": {"type": "string"},
+        "trigger_id": {"type": "string", "description": "a retried delivery is done once"},
+        "response_url": {"type": "string"},
+        "api_app_id": {"type": "string"},
+    },
+    "example": {
+        "command": "/setup-agent",
+        "text": "engineer",
+        "user_id": "U0ALICE",
+        "channel_id": "D0ALICE",
+        "team_id": "T0LOCAL",
+        "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+    },
+}
+
+
+def _raw_body(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` of a route that reads (and verifies) its raw body: the body it
+    takes, and the signature headers. The media type is also what the app lets
+    through to it (swarmd.api.app.BodyMediaTypes); anything else is a 415."""
+    return {
+        "parameters": _SIGNATURE_HEADERS,
+        "requestBody": {"required": True, "content": {media_type: {"schema": schema}}},
+    }
 
 
 async def _signed_body(request: Request, services: Services) -> tuple[FrontDoor, bytes]:
@@ -52,7 +146,7 @@ async def _first_time(door: FrontDoor, kind: str, ident: str | None) -> bool:
     )
 
 
-@router.post("/events", responses=_SIGNED)
+@router.post("/events", responses=_SIGNED, openapi_extra=_raw_body("application/json", _EVENT_BODY))
 async def events(request: Request, services: ServicesDep) -> dict[str, Any]:
     """The Events API request URL: ``url_verification``, and ``event_callback`` with
     ``message`` (direct messages), ``app_mention`` and ``user_change``."""
@@ -60,7 +154,7 @@ async def events(request: Request, services: ServicesDep) -> dict[str, Any]:
     try:
         payload = json.loads(body)
     except ValueError as exc:
-        raise ValidationFailed("body: not JSON", field="body") from exc
+        raise InvalidJson(f"body: not valid JSON ({exc})", field="body") from exc
     if not isinstance(payload, dict):
         raise ValidationFailed("body: not a JSON object", field="body")
     if payload.get("type") == "url_verification":
@@ -87,7 +181,11 @@ async def events(request: Request, services: ServicesDep) -> dict[str, Any]:
     return {}
 
 
-@router.post("/commands", responses=_SIGNED)
+@router.post(
+    "/commands",
+    responses=_SIGNED,
+    openapi_extra=_raw_body("application/x-www-form-urlencoded", _COMMAND_BODY),
+)
 async def commands(request: Request, services: ServicesDep) -> dict[str, Any]:
     """The slash commands' request URL (form-encoded): ``/setup-agent [template]`` and
     ``/agent-usage``. Answers with an ephemeral acknowledgement; the result follows

@@ -175,6 +175,12 @@ def test_alice_and_bob_see_only_their_own(
     r = ca.get(f"/v1/runs/{run_id}")
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert sse(ca, f"/v1/runs/{run_id}/stream")[0] == 401
+    assert sse(ca, f"/v1/agents/{alice}/messages/{mid}/stream")[0] == 401
+    with httpx.Client(base_url=stack.api_url) as anonymous:  # no token at all
+        assert sse(anonymous, f"/v1/runs/{run_id}/stream")[0] == 401
+        assert sse(anonymous, f"/v1/agents/{alice}/messages/{mid}/stream")[0] == 401
+        r = anonymous.post(f"/v1/runs/{run_id}/events/approval", json={})
+        assert r.status_code == 401
     assert cb.get("/v1/me").status_code == 200  # bob's token is untouched
 
 
