@@ -194,6 +194,8 @@ def test_slack_routes_take_what_slack_sends(client: TestClient) -> None:
     assert "application/x-www-form-urlencoded" in r.json()["error"]["message"]
     r = client.post("/v1/slack/events", content=form, headers={**kind, **_sign(form, 0)})
     assert r.status_code == 415 and "application/json" in r.json()["error"]["message"]
+    r = client.put("/v1/slack/commands", content=form, headers={**kind, **stale})
+    assert r.status_code == 405  # no such operation: routing answers, not the 415 check
     body = b"{not json"
     r = client.post("/v1/slack/events", content=body, headers={**as_json, **_sign(body, 0)})
     assert r.status_code == 401  # the signature is checked before anything is parsed

@@ -105,20 +105,21 @@ class BodyMediaTypes:
         self.app = app
         self._rules: list[tuple[re.Pattern[str], str, tuple[str, ...]]] | None = None
 
-    def _accepted(self, scope: Scope) -> tuple[str, ...]:
+    def _accepted(self, scope: Scope) -> tuple[str, ...] | None:
+        """The media types of the operation the request is for; None when it is for no
+        documented operation (routing answers 404 or 405, this check stays out of it)."""
         if self._rules is None:  # the document is built once; so are these
             doc = scope["app"].openapi()
             self._rules = []
             for path, ops in doc.get("paths", {}).items():
-                pattern = re.compile("^" + re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(path)) + "$")
+                rx = re.compile("^" + re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(path)) + "$")
                 for method, op in ops.items():
                     kinds = tuple((op.get("requestBody") or {}).get("content") or {})
-                    if kinds and kinds != self.JSON:
-                        self._rules.append((pattern, method.upper(), kinds))
-        for pattern, method, kinds in self._rules:
-            if method == scope["method"] and pattern.match(scope["path"]):
+                    self._rules.append((rx, method.upper(), kinds or self.JSON))
+        for rx, method, kinds in self._rules:
+            if method == scope["method"] and rx.match(scope["path"]):
                 return kinds
-        return self.JSON
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("method") in ("POST", "PUT", "PATCH"):
@@ -127,9 +128,10 @@ class BodyMediaTypes:
             has_body = headers.get(b"content-length", b"0") != b"0" or (
                 b"transfer-encoding" in headers
             )
-            accepted = self._accepted(scope) if has_body else self.JSON
-            json_ok = "application/json" in accepted and kind.endswith("+json")
-            if has_body and kind not in accepted and not json_ok:
+            accepted = self._accepted(scope) if has_body else None
+            json_ok = accepted is not None and "application/json" in accepted
+            json_ok = json_ok and kind.endswith("+json")
+            if accepted is not None and kind not in accepted and not json_ok:
                 refusal = UnsupportedMediaType(
                     f"content-type: send the body as {' or '.join(accepted)} (got {kind!r})",
                     field="content-type",

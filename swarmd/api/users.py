@@ -11,10 +11,13 @@ from pydantic import BaseModel, Field
 from swarmd.agents.config import NAME_RE
 from swarmd.api.auth import CallerDep, authenticate, require_operator
 from swarmd.api.deps import IdentityDep
+from swarmd.api.openapi import errors
 from swarmd.errors import NotFound
 from swarmd.slack.frontdoor import deprovision_key
 
 router = APIRouter(prefix="/v1", tags=["users"], dependencies=[Depends(authenticate)])
+#: the operator-only routes' refusal of a user's credentials
+_OPERATOR = errors(_403="Operator only: a user's credentials are refused")
 
 User = Annotated[
     str,
@@ -66,7 +69,12 @@ async def me(caller: CallerDep) -> Me:
     return Me(user=caller.user, operator=caller.is_operator, via=caller.via)
 
 
-@router.get("/users/{user}", response_model=UserView, dependencies=[Depends(require_operator)])
+@router.get(
+    "/users/{user}",
+    response_model=UserView,
+    responses=_OPERATOR,
+    dependencies=[Depends(require_operator)],
+)
 async def get_user(user: User, identity: IdentityDep) -> UserView:
     """Operator only: the user's identity record."""
     report = (await identity.state.get(deprovision_key(user))).value
@@ -81,6 +89,7 @@ async def get_user(user: User, identity: IdentityDep) -> UserView:
     "/users/{user}/tokens",
     status_code=status.HTTP_201_CREATED,
     response_model=MintedToken,
+    responses=_OPERATOR,
     dependencies=[Depends(require_operator)],
 )
 async def mint_token(user: User, identity: IdentityDep) -> MintedToken:
@@ -89,7 +98,10 @@ async def mint_token(user: User, identity: IdentityDep) -> MintedToken:
 
 
 @router.get(
-    "/users/{user}/tokens", response_model=TokenList, dependencies=[Depends(require_operator)]
+    "/users/{user}/tokens",
+    response_model=TokenList,
+    responses=_OPERATOR,
+    dependencies=[Depends(require_operator)],
 )
 async def list_tokens(user: User, identity: IdentityDep) -> TokenList:
     """Operator only: the user's tokens (ids and dates, never the tokens)."""
@@ -97,7 +109,10 @@ async def list_tokens(user: User, identity: IdentityDep) -> TokenList:
 
 
 @router.delete(
-    "/users/{user}/tokens", response_model=Revoked, dependencies=[Depends(require_operator)]
+    "/users/{user}/tokens",
+    response_model=Revoked,
+    responses=_OPERATOR,
+    dependencies=[Depends(require_operator)],
 )
 async def revoke_all(user: User, identity: IdentityDep) -> Revoked:
     """Operator only: revoke every token of the user; they answer 401 from now on."""
@@ -108,6 +123,7 @@ async def revoke_all(user: User, identity: IdentityDep) -> Revoked:
     "/users/{user}/tokens/{token_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
+    responses={**_OPERATOR, **errors(_404="The user has no token with that id")},
     dependencies=[Depends(require_operator)],
 )
 async def revoke_one(
