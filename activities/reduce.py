@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from swarmd.activities.llm import LLMObserver, complete
 from swarmd.engine.checkpoint import Checkpoint
+from swarmd.engine.dapr import DaprClient
 from swarmd.engine.models import LLMRequest, Usage
 from swarmd.engine.payloads import PayloadStore
-from swarmd.engine.state import StateStore
 
 CHUNK_PROMPT = (
     "You are a reducer working on part {i} of {n}. Summarise the agents' answers below "
@@ -49,7 +49,7 @@ class ReduceProgress(BaseModel):
 
 def make_reduce_chunks(
     client: AsyncOpenAI,
-    state: StateStore,
+    state: DaprClient,
     payloads: PayloadStore | None = None,
     obs: LLMObserver | None = None,
 ) -> Callable[[WorkflowActivityContext, ReduceRequest], Awaitable[dict[str, Any]]]:

@@ -13,6 +13,8 @@ import sys
 
 from pydantic import ValidationError
 
+from swarmd.errors import field_path
+
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return _stack(args)
     except ValidationError as exc:
         for e in exc.errors():
-            field = "SWARMD_" + "_".join(str(p) for p in e["loc"]).upper()
+            field = "SWARMD_" + field_path(e["loc"], sep="_").upper()
             print(f"swarmd: invalid setting {field}: {e['msg']}", file=sys.stderr)
         return 2
 

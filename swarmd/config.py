@@ -7,12 +7,12 @@ environment behind its back.
 
 from __future__ import annotations
 
-from functools import lru_cache
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ReviveAction = Literal["nudge", "fresh_generation"]
 #: measured: a nudge (an event) does not reach a workflow wedged by Dapr's actor-lock
@@ -152,6 +152,17 @@ class Settings(BaseSettings):
         7 * 24 * 3600,
         ge=60,
         description="How long call-journal entries live (purging a run deletes them sooner)",
+    )
+    payload_ttl_s: int | None = Field(
+        None,
+        ge=60,
+        description="TTL of those payload blobs; unset: kept until the run is purged. Set it "
+        "above your run retention: an expired blob makes its run's output unreadable",
+    )
+    http_get_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts the http_get tool may fetch from (comma-separated or a JSON list; "
+        "exact host names, no wildcards). Empty: http_get refuses every URL",
     )
     max_concurrent_activities: int = Field(
         200, ge=1, description="Activity work items this process runs at once"
@@ -296,6 +307,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("http_get_allowed_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = json.loads(v) if v.strip().startswith("[") else v.split(",")
+        if isinstance(v, list):
+            return [str(h).strip().lower() for h in v if str(h).strip()]
+        return v
+
     @field_validator("llm_base_url", "slack_api_url")
     @classmethod
     def _url(cls, v: str) -> str:
@@ -333,9 +353,3 @@ class Settings(BaseSettings):
     @property
     def slack_enabled(self) -> bool:
         return self.slack_signing_secret is not None
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """Settings for the current process (read once, in an entrypoint)."""
-    return Settings()

@@ -39,6 +39,7 @@ so workflows classify them by ``TaskFailedError.details.error_type``.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 
@@ -228,3 +229,30 @@ class GuardrailBlocked(NonRetryableActivityError):
     ``<guardrail>: <reason>``; the agent loop records the agent as ``blocked``."""
 
     code = "guardrail_blocked"
+
+
+def field_path(
+    loc: Iterable[object], *, prefix: Iterable[str] = (), sep: str = ".", drop: Collection[str] = ()
+) -> str:
+    """A pydantic error location as a field name: ``("agents", 0, "max_turns")`` ->
+    ``agents.0.max_turns`` (``drop``: location parts left out, e.g. FastAPI's ``body``)."""
+    return sep.join(str(p) for p in (*prefix, *loc) if p not in drop)
+
+
+def validation_failed(
+    errors: Iterable[Mapping[str, Any]],
+    *,
+    prefix: Iterable[str] = (),
+    drop: Collection[str] = (),
+    whole: str = "",
+) -> ValidationFailed:
+    """One 422 for pydantic's ``exc.errors()``: names the first invalid field and lists all
+    (``whole``: the name of an error about the value as a whole, e.g. ``body``)."""
+    fields = [
+        {"field": field_path(e["loc"], prefix=prefix, drop=drop) or whole, "message": e["msg"]}
+        for e in errors
+    ]
+    first = fields[0] if fields else {"field": whole, "message": "invalid request"}
+    return ValidationFailed(
+        f"{first['field']}: {first['message']}", field=first["field"], errors=fields
+    )

@@ -28,8 +28,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ports=Ports.for_tests(TEST_OFFSET),
         app_mode="direct",
         # run streams: keep-alives show in tests; catalog pages fill after 4 runs, so every
-        # run list crosses pages
-        app_env={"SWARMD_SSE_KEEPALIVE_S": "0.5", "SWARMD_CATALOG_PAGE_SIZE": "4"},
+        # run list crosses pages; test_state_and_tools.py fetches from 127.0.0.1
+        app_env={
+            "SWARMD_SSE_KEEPALIVE_S": "0.5",
+            "SWARMD_CATALOG_PAGE_SIZE": "4",
+            "SWARMD_HTTP_GET_ALLOWED_HOSTS": "127.0.0.1",
+            "SWARMD_PAYLOAD_TTL_S": "86400",
+        },
     )
     s.start()
     try:

@@ -15,6 +15,7 @@ from pydantic import SecretStr, ValidationError
 
 from swarmd.api.app import create_app
 from swarmd.config import Settings
+from swarmd.engine.dapr import DaprClient
 from swarmd.engine.locks import check_resource
 from swarmd.engine.registry import (
     OwnerRegistry,
@@ -23,7 +24,6 @@ from swarmd.engine.registry import (
     pid_start_time,
     pid_state,
 )
-from swarmd.engine.sidecar import Sidecar
 from swarmd.errors import ValidationFailed
 from swarmd.watchdog.__main__ import main as watchdog_main
 from swarmd.watchdog.service import find_pids, process_alive
@@ -83,7 +83,7 @@ def test_owner_ids_are_per_incarnation() -> None:
 
 
 def test_registry_refuses_a_ttl_without_room_for_heartbeats() -> None:
-    sc = Sidecar(1, "statestore")
+    sc = DaprClient(1, "statestore")
     with pytest.raises(ValueError, match="TTL"):
         OwnerRegistry(sc, pod="p", heartbeat_s=1.0, ttl_s=2)
     OwnerRegistry(sc, pod="p", heartbeat_s=0.5, ttl_s=3)

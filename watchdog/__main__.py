@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 
 def main(argv: list[str] | None = None) -> int:
+    from swarmd.errors import field_path
     from swarmd.logs import setup_logging
     from swarmd.watchdog.service import Watchdog
     from swarmd.watchdog.settings import WatchdogSettings
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = WatchdogSettings()
     except ValidationError as exc:
         for e in exc.errors():
-            name = "SWARMD_WATCHDOG_" + "_".join(str(p) for p in e["loc"]).upper()
+            name = "SWARMD_WATCHDOG_" + field_path(e["loc"], sep="_").upper()
             print(f"swarmd-watchdog: invalid setting {name}: {e['msg']}", file=sys.stderr)
         return 2
     setup_logging(settings.log_format, settings.log_level)

@@ -32,6 +32,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from swarmd.engine.dapr import DaprClient, UnlockStatus
 from swarmd.engine.registry import (
     RECORD_TTL_S,
     Claim,
@@ -45,7 +46,6 @@ from swarmd.engine.registry import (
     reaped_key,
     update_index,
 )
-from swarmd.engine.sidecar import Sidecar, UnlockStatus
 
 log = logging.getLogger("swarmd.watchdog")
 
@@ -101,7 +101,7 @@ class Metrics:
 
 class Reaper:
     def __init__(
-        self, sidecar: Sidecar, watchdog_id: str, metrics: Metrics, claim_ttl_s: int = 30
+        self, sidecar: DaprClient, watchdog_id: str, metrics: Metrics, claim_ttl_s: int = 30
     ) -> None:
         self.sc = sidecar
         self.id = watchdog_id

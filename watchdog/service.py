@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from swarmd.engine.dapr import DaprClient
 from swarmd.engine.registry import (
     IndexEntry,
     hb_key,
@@ -40,7 +41,6 @@ from swarmd.engine.registry import (
     pod_name,
     read_index,
 )
-from swarmd.engine.sidecar import Sidecar
 from swarmd.errors import DependencyUnavailable
 from swarmd.watchdog.reaper import HEARTBEAT_EXPIRED, PROCESS_EXITED, Metrics, Reaper
 from swarmd.watchdog.settings import WatchdogSettings
@@ -85,7 +85,7 @@ class Watchdog:
         self.pod = settings.pod_name or pod_name()
         self.id = f"watchdog:{self.pod}"
         self.pid_ns = pid_namespace()
-        self.sc = Sidecar(settings.dapr_http_port, settings.state_store)
+        self.sc = DaprClient(settings.dapr_http_port, settings.state_store)
         self.metrics = Metrics()
         self.reaper = Reaper(self.sc, self.id, self.metrics, settings.claim_ttl_s)
         self.watched: dict[str, Watched] = {}

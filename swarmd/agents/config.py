@@ -30,9 +30,6 @@ from swarmd.engine.jsontypes import integral
 from swarmd.errors import BaselineViolation, ValidationFailed
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-#: tools that write shared data; denied while ``read_only_data`` is on. The built-in
-#: tools only read shared data (``http_get``) or write the user's own memory.
-DATA_WRITE_TOOLS: frozenset[str] = frozenset()
 USER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
 
@@ -43,13 +40,15 @@ class _Model(BaseModel):
 
 class Baseline(_Model):
     denied_tools: list[str] = Field(default_factory=list)
+    #: no built-in tool writes shared data (``http_get`` reads, memory tools write the
+    #: user's own keys); the flag only refuses a customisation that asks to lift it
     read_only_data: bool = True
     max_daily_tokens: int = Field(200_000, ge=1)
     max_turns: int = Field(8, ge=1, le=50)
     memory_turns: int = Field(20, ge=0, le=200)
 
     def denied(self) -> frozenset[str]:
-        return frozenset(self.denied_tools) | (DATA_WRITE_TOOLS if self.read_only_data else set())
+        return frozenset(self.denied_tools)
 
 
 class Template(_Model):

@@ -88,7 +88,7 @@ class UserStore:
     @asynccontextmanager
     async def locked(self, user: str, turn: bool = False) -> AsyncIterator[None]:
         """The user's one lock, ``turn.<user>``. ``turn=True`` (a turn's side effects) also
-        sets the marker ``busy.user.<user>``, as ``LockManager.user_turn`` does."""
+        sets the marker ``busy.user.<user>``, that readers use to show "agent busy"."""
         marker = {"marker": f"busy.user.{user}"} if turn else {}
         async with self.lock(f"turn.{user}", LOCK_TTL_S, wait_s=30.0, **marker):
             yield

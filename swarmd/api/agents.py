@@ -17,7 +17,6 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 import grpc
-from dapr.ext.workflow import WorkflowStatus
 from dapr.ext.workflow.aio import DaprWorkflowClient
 from fastapi import APIRouter, Depends, Query, Response, status
 from fastapi.responses import StreamingResponse
@@ -58,6 +57,7 @@ from swarmd.api.deps import (
 from swarmd.api.openapi import errors
 from swarmd.engine import names
 from swarmd.engine.catalog import AgentQuery, decode_cursor
+from swarmd.engine.status import ENDED
 from swarmd.errors import (
     AgentNotFound,
     DependencyUnavailable,
@@ -66,7 +66,6 @@ from swarmd.errors import (
     ValidationFailed,
 )
 from swarmd.identity.limits import busy, turns_in_flight
-from swarmd.workflows.user_agent import WAKE_EVENT
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(authenticate)])
 
@@ -74,7 +73,6 @@ FINAL = frozenset({"answered", "failed", "budget_exhausted"})
 #: a long-polling GET re-reads the message at least this often (a reply stored by
 #: another replica is not notified in this process)
 WAIT_POLL_S = 2.0
-ENDED = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED})
 
 
 class Provision(BaseModel):
@@ -143,7 +141,9 @@ class Ctx:
 
     async def wake(self, user: str) -> None:
         with contextlib.suppress(grpc.RpcError):  # ended/absent: the next start polls anyway
-            await self.client.raise_workflow_event(instance_id(user), WAKE_EVENT, data=None)
+            await self.client.raise_workflow_event(
+                instance_id(user), names.USER_AGENT_WAKE, data=None
+            )
 
 
 CtxDep = Annotated[Ctx, Depends(Ctx)]

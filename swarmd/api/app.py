@@ -27,7 +27,6 @@ from swarmd.api import (
     pubsub,
     revivals,
     run_agents,
-    run_control,
     runs,
     slack,
     users,
@@ -41,6 +40,7 @@ from swarmd.errors import (
     SwarmdError,
     TooManyRequests,
     UnsupportedMediaType,
+    validation_failed,
 )
 from swarmd.metrics import Metrics
 from swarmd.telemetry import TRACER_NAME, global_tracer
@@ -203,21 +203,7 @@ def create_app(
         if bad_json is not None:
             where = (bad_json.get("ctx") or {}).get("error", "")
             return _error_response(InvalidJson(f"body: not valid JSON ({where})", field="body"))
-        errors = [
-            {
-                "field": ".".join(str(p) for p in e["loc"] if p != "body") or "body",
-                "message": e["msg"],
-            }
-            for e in exc.errors()
-        ]
-        first = errors[0] if errors else {"field": None, "message": "invalid request"}
-        body = {
-            "code": "validation_failed",
-            "message": f"{first['field']}: {first['message']}",
-            "field": first["field"],
-            "errors": errors,
-        }
-        return JSONResponse({"error": body}, status_code=422)
+        return _error_response(validation_failed(exc.errors(), drop=("body",), whole="body"))
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -269,7 +255,6 @@ def create_app(
     # one router per resource (a new resource: a module with `router`, added here)
     app.include_router(runs.router)
     app.include_router(locks.router)
-    app.include_router(run_control.router)
     app.include_router(run_agents.router)
     app.include_router(agents.router)
     app.include_router(users.router)

@@ -133,6 +133,7 @@ def get_users(services: ServicesDep) -> UserStore:
 SettingsDep = Annotated[Settings, _service("settings")]
 SpecsDep = Annotated[SpecRegistry, _service("specs")]
 PayloadsDep = Annotated[PayloadStore, _service("payloads")]
+RunKeysDep = Annotated[RunKeys, _service("run_keys")]
 MetricsDep = Annotated[Metrics, _service("metrics")]
 TrackerDep = Annotated[RunTracker, _service("tracker")]
 SupervisorDep = Annotated[RunSupervisor, _service("supervisor")]

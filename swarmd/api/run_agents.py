@@ -26,8 +26,7 @@ from swarmd.api.deps import (
     WorkflowClientDep,
     read_run,
 )
-from swarmd.api.run_control import RunId, _errors
-from swarmd.api.runs import _STATUS, visible
+from swarmd.api.runs import STATUS, RunId, error_responses, visible
 from swarmd.engine.catalog import RunStatus
 from swarmd.engine.history import TimelineEntry
 from swarmd.engine.models import Progress, Usage
@@ -102,7 +101,7 @@ async def _resolved(payloads: PayloadStore, text: str) -> str:
     "/{run_id}/agents",
     response_model=RunTimeline,
     summary="A run's timeline: its agents and steps",
-    responses=_errors(401, 404, 422, 503),
+    responses=error_responses(401, 404, 422, 503),
 )
 async def run_timeline(
     run_id: RunId,
@@ -128,7 +127,7 @@ async def run_timeline(
         usage = usage.add(e.usage)
     return RunTimeline(
         run_id=run_id,
-        status=_STATUS[state.runtime_status],
+        status=STATUS[state.runtime_status],
         created_at=_aware(state.created_at),
         updated_at=_aware(state.last_updated_at),
         agents_total=max(total, started),
@@ -142,7 +141,7 @@ async def run_timeline(
     "/{run_id}/agents/{entry_id}",
     response_model=EntryOutput,
     summary="One agent's or step's output",
-    responses=_errors(401, 404, 422, 503),
+    responses=error_responses(401, 404, 422, 503),
 )
 async def entry_output(
     run_id: RunId,
@@ -186,7 +185,7 @@ async def entry_output(
     "/{run_id}/answer",
     response_model=RunAnswer,
     summary="A run's answer",
-    responses=_errors(401, 404, 422, 503),
+    responses=error_responses(401, 404, 422, 503),
 )
 async def run_answer(
     run_id: RunId,
@@ -209,7 +208,7 @@ async def run_answer(
     cut, truncated = _cut(text, max_chars) if text is not None else (None, False)
     return RunAnswer(
         run_id=run_id,
-        status=_STATUS[state.runtime_status],
+        status=STATUS[state.runtime_status],
         answer=cut,
         answer_chars=len(text or ""),
         truncated=truncated,

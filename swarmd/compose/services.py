@@ -37,6 +37,7 @@ from swarmd.compose.grpc_limits import raise_client_limit
 from swarmd.compose.worker import build_worker, sdk_logger_options
 from swarmd.config import Settings
 from swarmd.engine.catalog import AgentCatalog, RunCatalog
+from swarmd.engine.dapr import DaprClient
 from swarmd.engine.history import HistoryReader
 from swarmd.engine.live import LiveProgress
 from swarmd.engine.locks import LockManager
@@ -45,7 +46,6 @@ from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.pulse import Pulse, publish_forever
 from swarmd.engine.registry import OwnerRegistry
 from swarmd.engine.runkeys import RunKeys
-from swarmd.engine.sidecar import Sidecar
 from swarmd.engine.spec import SpecRegistry
 from swarmd.engine.state import StateStore
 from swarmd.engine.supervisor import RunSupervisor
@@ -76,9 +76,9 @@ async def wait_for_sidecar(settings: Settings, timeout_s: float = 120.0) -> None
 class _Worker:
     """The parts that need the sidecar, started in the background, stopped on exit."""
 
-    def __init__(self, settings: Settings, state: StateStore, services: Services) -> None:
+    def __init__(self, settings: Settings, dapr: DaprClient, services: Services) -> None:
         self.settings = settings
-        self.state = state
+        self.dapr = dapr
         self.services = services
         self.obs = LLMObserver(services.metrics, services.tracker.tracer)
         self.runtime: WorkflowRuntime | None = None
@@ -96,7 +96,7 @@ class _Worker:
             await wait_for_sidecar(s)
             await self._start_locks()
             assert self.locks is not None
-            users = UserStore(self.state, self.locks.hold)
+            users = UserStore(StateStore(self.dapr), self.locks.hold)
             # the aiohttp session opens on first use, on the workflow worker's loop
             # where every LLM call runs (activities)
             llm = AsyncOpenAI(
@@ -111,9 +111,9 @@ class _Worker:
             self.sandbox.warm_in_background()  # compile or load the interpreter before a call
             deps = ToolDeps(
                 http=self.http,
-                allowed_hosts=frozenset(),
-                state_get=self.state.get_text,
-                state_put=self.state.put_text,
+                allowed_hosts=frozenset(s.http_get_allowed_hosts),
+                state_get=self.dapr.get_text,
+                state_put=self.dapr.put_text,
                 lock=self.locks.hold,
                 on_user_key=users.record_user_key,  # memory keys go into the user's key index
                 sandbox=self.sandbox,
@@ -122,13 +122,13 @@ class _Worker:
             self._pulse_task = asyncio.create_task(
                 publish_forever(
                     self.pulse,
-                    Sidecar(s.dapr_http_port, s.state_store),
+                    self.dapr,
                     lambda: self.registry.owner if self.registry is not None else None,
                     s.pulse_interval_s,
                 )
             )
             self.runtime = build_worker(
-                s, llm, deps, self.state, users, config, self.obs, self.pulse
+                s, llm, deps, StateStore(self.dapr), users, config, self.obs, self.pulse
             )
             await asyncio.to_thread(self.runtime.start)
             client = DaprWorkflowClient(
@@ -150,15 +150,13 @@ class _Worker:
         """Register this process as a lock owner (heartbeat) before it can take a lock."""
         s = self.settings
         self.registry = OwnerRegistry(
-            Sidecar(s.dapr_http_port, s.state_store),
+            self.dapr,
             pod=s.pod_name,
             heartbeat_s=s.owner_heartbeat_s,
             ttl_s=s.owner_ttl_s,
         )
         await self.registry.start()
-        self.locks = LockManager(
-            Sidecar(s.dapr_http_port, s.state_store), self.registry, s.lock_store
-        )
+        self.locks = LockManager(self.dapr, self.registry, s.lock_store)
         self.services.locks = self.locks
 
     async def stop(self) -> None:
@@ -168,7 +166,6 @@ class _Worker:
             await asyncio.to_thread(self.runtime.shutdown)
         if self.locks is not None:
             await self.locks.release_all()
-            await self.locks.sc.close()
         if self.registry is not None:
             await self.registry.stop()
         if self.sandbox is not None:
@@ -205,31 +202,30 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     """The API's services for as long as the block runs (see the module docstring).
     ``start_worker=False``: the API alone, without a sidecar (docs, schema, tests)."""
-    state = StateStore(settings)
-    tracker = RunTracker(settings, metrics, tracer, owner_id(settings))
-    catalog = RunCatalog(tracker.state, settings.catalog_page_size)
+    dapr = DaprClient(settings.dapr_http_port, settings.state_store)  # the one Dapr client
+    tracker = RunTracker(settings, metrics, tracer, owner_id(settings), dapr)
+    catalog = RunCatalog(dapr, settings.catalog_page_size)
     tracker.end_hooks.append(catalog.end_hook)  # a run's end lands in its catalog record
     supervisor = RunSupervisor(settings, metrics, owner_id(settings), tracker)
     tracker.on_ended.append(supervisor.forget)  # an ended run's start input is dropped
-    sidecar = Sidecar(settings.dapr_http_port, settings.state_store)
     services = Services(
         settings=settings,
         specs=SpecRegistry.for_settings(settings.specs_dir),
-        payloads=PayloadStore(state, settings.payload_ref_bytes),
+        payloads=PayloadStore(dapr, settings.payload_ref_bytes, settings.payload_ttl_s),
         metrics=metrics,
         tracker=tracker,
         supervisor=supervisor,
         catalog=catalog,
-        agent_catalog=AgentCatalog(tracker.state, settings.catalog_page_size),
+        agent_catalog=AgentCatalog(dapr, settings.catalog_page_size),
         agent_baseline=load_baseline(settings.agent_baseline),
         agent_templates=load_templates(settings.agent_templates_dir),
         history=HistoryReader(
             settings.dapr_grpc_port,
             settings.dapr_api_token.get_secret_value() if settings.dapr_api_token else None,
         ),
-        run_keys=RunKeys(sidecar),
-        live=LiveProgress(sidecar, RunKeys(sidecar)),
-        identity=Identity(settings),
+        run_keys=RunKeys(dapr),
+        live=LiveProgress(dapr, RunKeys(dapr)),
+        identity=Identity(settings, dapr),
     )
     if settings.slack_enabled:
         services.slack = FrontDoor(services)
@@ -241,9 +237,9 @@ async def open_services(
         try:
             yield services
         finally:
-            await _close(services, state, supervisor)
+            await _close(services, dapr, supervisor)
         return
-    worker = _Worker(settings, state, services)
+    worker = _Worker(settings, dapr, services)
     starting = asyncio.create_task(worker.start())
     tracking = asyncio.create_task(services.tracker.run(lambda: services.workflows))
     tasks = [tracking, starting]
@@ -262,16 +258,14 @@ async def open_services(
         if services.slack is not None:  # its background work, before the worker stops
             await services.slack.close()
         await worker.stop()
-        await _close(services, state, supervisor)
+        await _close(services, dapr, supervisor)
 
 
-async def _close(services: Services, state: StateStore, supervisor: RunSupervisor) -> None:
+async def _close(services: Services, dapr: DaprClient, supervisor: RunSupervisor) -> None:
     if services.slack is not None:
         await services.slack.close()
-    await services.identity.close()
-    await services.tracker.close()
     await services.history.close()
     await supervisor.close()
     if services.outbox is not None:
         await services.outbox.close()
-    await state.close()
+    await dapr.close()

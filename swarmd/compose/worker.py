@@ -24,6 +24,7 @@ from typing import Any
 from dapr.ext.workflow import WorkflowActivityContext, WorkflowRuntime
 from dapr.ext.workflow.logger import LoggerOptions
 from openai import AsyncOpenAI
+from pydantic import BaseModel
 
 from swarmd.activities.agents import AgentRunner, gateway_model, make_run_agents
 from swarmd.activities.llm import (
@@ -33,7 +34,7 @@ from swarmd.activities.llm import (
     past_gateway_outages,
     traced_tool,
 )
-from swarmd.activities.reduce import make_reduce_chunks
+from swarmd.activities.reduce import ReduceRequest, make_reduce_chunks
 from swarmd.activities.tools import ToolDeps, make_call_tool
 from swarmd.agents.activities import make_activities as make_user_agent_activities
 from swarmd.agents.config import Baseline, Template
@@ -48,7 +49,6 @@ from swarmd.engine.models import LLMRequest, LLMResult
 from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.pulse import Pulse
 from swarmd.engine.runkeys import RunKeys
-from swarmd.engine.sidecar import Sidecar
 from swarmd.engine.state import StateStore
 from swarmd.logs import JsonFormatter
 from swarmd.telemetry import traced_agent_loop
@@ -115,8 +115,29 @@ class Registrar:
         """A workflow without versions: changing it breaks runs in flight. Avoid."""
         self.rt.register_workflow(_fresh(fn), name=name)
 
-    def activity(self, name: str, fn: Callable[..., Any]) -> None:
-        self.rt.register_activity(self.wrap(_fresh(fn)), name=name)
+    def activity(
+        self, name: str, fn: Callable[..., Any], input: type[BaseModel] | None = None
+    ) -> None:
+        """Register the activity ``fn(ctx, inp)`` under ``name``.
+
+        With ``input``, the wire JSON is validated into that model before ``fn`` sees
+        it (a pydantic ``ValidationError``: never retried, names the field), and a
+        model ``fn`` returns is dumped to JSON with the fields that were set
+        (``exclude_unset``); a dict it returns travels as it is. Without ``input``,
+        ``fn`` gets the raw JSON."""
+        if input is None:
+            self.rt.register_activity(self.wrap(_fresh(fn)), name=name)
+            return
+        model = input
+
+        async def typed(ctx: WorkflowActivityContext, raw: Any) -> Any:
+            out = await fn(ctx, model.model_validate(raw))
+            if isinstance(out, BaseModel):
+                return out.model_dump(mode="json", exclude_unset=True)
+            return out
+
+        functools.update_wrapper(typed, fn, updated=())
+        self.rt.register_activity(self.wrap(typed), name=name)
 
 
 def latest_last(
@@ -166,7 +187,7 @@ def build_worker(
         worker_ready_timeout=60.0,
     )
     raise_worker_limit(rt, settings.grpc_max_message_mib)
-    sidecar = Sidecar(settings.dapr_http_port, settings.state_store)
+    sidecar = state.dapr  # the process's one Dapr client
     journal = Journal(state, RunKeys(sidecar), settings.journal_retention_s)
     reg = Registrar(rt, pulse.wrap if pulse is not None else None, journal)
     for name, versions in WORKFLOWS.items():
@@ -177,14 +198,20 @@ def build_worker(
         if name in names.PATTERNS.values():  # likewise the engine new runs start on
             versions = latest_last(versions, f"v{settings.engine_version}")
         reg.workflow(name, versions)
-    payloads = PayloadStore(state, settings.payload_ref_bytes)
+    payloads = PayloadStore(sidecar, settings.payload_ref_bytes, settings.payload_ttl_s)
     guardrails = settings.user_input_guardrails
-    reg.activity(names.CALL_LLM, make_call_llm(llm_client, payloads, obs, journal, guardrails))
+    reg.activity(
+        names.CALL_LLM,
+        make_call_llm(llm_client, payloads, obs, journal, guardrails),
+        LLMRequest,
+    )
     live = LiveProgress(sidecar, RunKeys(sidecar))
     model = gateway_model(llm_client, payloads, obs, guardrails, settings.llm_max_in_flight)
     runner = AgentRunner(journal, model, tool_deps, obs, live)
     reg.activity(names.RUN_AGENTS, make_run_agents(runner))
-    reg.activity(names.REDUCE_CHUNKS, make_reduce_chunks(llm_client, state, payloads, obs))
+    reg.activity(
+        names.REDUCE_CHUNKS, make_reduce_chunks(llm_client, sidecar, payloads, obs), ReduceRequest
+    )
     call_tool = traced_tool(make_call_tool(tool_deps), obs)
     reg.activity(names.CALL_TOOL, call_tool)
     baseline, templates = agent_config

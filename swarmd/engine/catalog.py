@@ -48,8 +48,9 @@ from typing import Any, Literal
 from dapr.ext.workflow import WorkflowState, WorkflowStatus
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from swarmd.engine.dapr import DaprClient
 from swarmd.engine.models import Progress, Usage
-from swarmd.engine.sidecar import Sidecar
+from swarmd.engine.status import ENDED
 from swarmd.errors import DependencyUnavailable, ValidationFailed
 
 #: entries per index page (SWARMD_CATALOG_PAGE_SIZE)
@@ -63,7 +64,8 @@ AGENTS_PREFIX = "swarmd-agents"
 RunStatus = Literal[
     "pending", "running", "completed", "failed", "terminated", "suspended", "unknown"
 ]
-ENDED_STATUSES: frozenset[str] = frozenset({"completed", "failed", "terminated"})
+#: the API's names of the ended statuses (swarmd.engine.status.ENDED)
+ENDED_STATUSES: frozenset[str] = frozenset(s.name.lower() for s in ENDED)
 ACTIVE_STATUSES: frozenset[str] = frozenset({"pending", "running", "suspended"})
 #: the run tracker's index of runs in flight (swarmd.engine.tracker.INDEX_KEY)
 IN_FLIGHT_KEY = "swarmd-runs-in-flight"
@@ -123,7 +125,7 @@ class PagedIndex:
     :data:`PAGE_SIZE` under ``<prefix>`` (head: ``{"pages": n}``) and
     ``<prefix>|<page>``. Pages never move; an entry stays in its page until removed."""
 
-    def __init__(self, state: Sidecar, prefix: str, page_size: int = PAGE_SIZE) -> None:
+    def __init__(self, state: DaprClient, prefix: str, page_size: int = PAGE_SIZE) -> None:
         self.state = state
         self.prefix = prefix
         self.page_size = page_size
@@ -281,7 +283,7 @@ def _key(e: dict[str, Any]) -> tuple[int, str]:
 class RunCatalog:
     """Writes and lists the run catalog (see the module docstring for the layout)."""
 
-    def __init__(self, state: Sidecar, page_size: int = PAGE_SIZE) -> None:
+    def __init__(self, state: DaprClient, page_size: int = PAGE_SIZE) -> None:
         self.state = state
         self.page_size = page_size
 
@@ -453,7 +455,7 @@ class AgentCatalog:
     """The index of provisioned user agents: entries ``{id: user, t, template}`` in one
     :class:`PagedIndex`, and ``swarmd-agent-loc|<user>`` remembering each one's page."""
 
-    def __init__(self, state: Sidecar, page_size: int = PAGE_SIZE) -> None:
+    def __init__(self, state: DaprClient, page_size: int = PAGE_SIZE) -> None:
         self.state = state
         self.index = PagedIndex(state, AGENTS_PREFIX, page_size)
 

@@ -28,8 +28,8 @@ import logging
 import time
 from typing import Any
 
+from swarmd.engine.dapr import DaprClient
 from swarmd.engine.runkeys import RunKeys
-from swarmd.engine.sidecar import Sidecar
 from swarmd.errors import DependencyUnavailable
 
 log = logging.getLogger("swarmd.engine.live")
@@ -41,7 +41,7 @@ def live_key(run_id: str) -> str:
 
 class LiveProgress:
     def __init__(
-        self, sidecar: Sidecar, keys: RunKeys, interval_s: float = 0.5, ttl_s: int = 86_400
+        self, sidecar: DaprClient, keys: RunKeys, interval_s: float = 0.5, ttl_s: int = 86_400
     ) -> None:
         self.sc = sidecar
         self.keys = keys

@@ -2,11 +2,8 @@
 
 ::
 
-    async with engine.locks.hold(f"memory.{key}", ttl_s=30, wait_s=10):
+    async with locks.hold(f"memory.{key}", ttl_s=30, wait_s=10):
         ...  # read-modify-write that must not interleave with another writer
-
-    async with engine.locks.user_turn(user_id):   # one active turn per user session
-        ...
 
 The owner is this process's incarnation (``<pod>:<per-start id>``, see
 :mod:`swarmd.engine.registry`), never a bare pod name. Every lock is recorded
@@ -33,8 +30,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from swarmd.engine.dapr import DaprClient, UnlockStatus
 from swarmd.engine.registry import OwnerRegistry
-from swarmd.engine.sidecar import Sidecar, UnlockStatus
 from swarmd.errors import LeaseLost, LockBusy, ValidationFailed
 
 log = logging.getLogger("swarmd.locks")
@@ -84,7 +81,7 @@ def check_resource(resource: str, field_name: str = "resource") -> str:
 class LockManager:
     """Takes and releases locks for this process's owner incarnation."""
 
-    def __init__(self, sidecar: Sidecar, registry: OwnerRegistry, store: str) -> None:
+    def __init__(self, sidecar: DaprClient, registry: OwnerRegistry, store: str) -> None:
         self.sc = sidecar
         self.registry = registry
         self.store = store
@@ -230,12 +227,6 @@ class LockManager:
             yield h
         finally:
             await self.release(h)
-
-    def user_turn(self, user: str, ttl_s: int = 600, wait_s: float = 0.0) -> Any:
-        """One active turn per user session: lock ``turn.<user>`` plus the marker
-        ``busy.user.<user>`` that readers use to show "agent busy"."""
-        check_resource(user, "user")
-        return self.hold(f"turn.{user}", ttl_s, wait_s=wait_s, marker=f"busy.user.{user}")
 
     def _lease_lost(self, old_owner: str, why: str) -> None:
         with self._mu:

@@ -39,6 +39,12 @@ class LoopClients:
             )
         return client
 
+    async def aclose_current(self) -> None:
+        """Close the running loop's client (a loop that is about to end)."""
+        client = self._clients.pop(id(asyncio.get_running_loop()), None)
+        if client is not None:
+            await client.aclose()
+
     async def aclose(self) -> None:
         for client in list(self._clients.values()):
             with contextlib.suppress(RuntimeError):  # made on another, already closed loop

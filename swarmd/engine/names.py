@@ -30,6 +30,10 @@ USER_AGENT_FIRE_JOB: Final = "swarmd.user_agent.fire_job"  # v1, v2
 USER_AGENT_TURN: Final = "swarmd.user_agent.turn"  # v2: a whole turn in one activity
 USER_AGENT_FAIL_TURN: Final = "swarmd.user_agent.fail_turn"  # v2: a turn out of retries
 
+# External events
+#: wakes a user's agent workflow (a message or schedule arrived)
+USER_AGENT_WAKE: Final = "wake"
+
 #: spec pattern -> workflow registration name
 PATTERNS: Final[dict[str, str]] = {
     "scatter_gather": SCATTER_GATHER,

@@ -35,9 +35,9 @@ from dapr.ext.workflow import WorkflowState, WorkflowStatus
 from pydantic import BaseModel, ValidationError
 
 from swarmd.config import Settings
+from swarmd.engine.dapr import DaprClient
 from swarmd.engine.models import Progress, Usage
 from swarmd.engine.publisher import EVENTS_TOPIC, RESULTS_TOPIC, Publisher
-from swarmd.engine.sidecar import Sidecar
 from swarmd.engine.tracker import INDEX_KEY, EndedRuns, Upsert
 from swarmd.errors import DependencyUnavailable
 from swarmd.metrics import Metrics
@@ -149,7 +149,7 @@ class Outbox:
         self.settings = settings
         self.metrics = metrics
         self.owner = owner
-        self.state = Sidecar(settings.dapr_http_port, settings.state_store, timeout_s=10)
+        self.state = DaprClient(settings.dapr_http_port, settings.state_store, timeout_s=10)
         self.publisher = Publisher(settings.dapr_http_port, settings.pubsub_name)
 
     # -- into the outbox ----------------------------------------------------------

@@ -10,7 +10,10 @@ before they need the bytes (the next LLM call), and the API resolves them when
 it shows a run's output.
 
 Keys are content-addressed (sha256), scoped by run, so a retried activity
-writes the same key again (idempotent) and purging a run can find them.
+writes the same key again (idempotent). Each key is recorded in the run's key
+index (:class:`~swarmd.engine.runkeys.RunKeys`) before it is written, so
+purging the run deletes it; ``ttl_s`` (``SWARMD_PAYLOAD_TTL_S``) bounds its
+life otherwise.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import hashlib
 import re
 from typing import Any
 
-from swarmd.engine.state import StateStore
+from swarmd.engine.dapr import DaprClient
+from swarmd.engine.runkeys import RunKeys
+from swarmd.errors import NonRetryableActivityError
 
 _MARKER = re.compile(r"\[\[swarmd-ref:([A-Za-z0-9_\-|.:]+)\]\]")
 # keys use single "|" separators: Dapr refuses keys holding its own "||"
@@ -31,8 +36,9 @@ def marker(key: str) -> str:
 
 
 class PayloadStore:
-    def __init__(self, state: StateStore, threshold_bytes: int, ttl_s: int | None = None) -> None:
+    def __init__(self, state: DaprClient, threshold_bytes: int, ttl_s: int | None = None) -> None:
         self.state = state
+        self.keys = RunKeys(state, ttl_s)
         self.threshold = threshold_bytes
         self.ttl_s = ttl_s
 
@@ -45,6 +51,7 @@ class PayloadStore:
             return text
         digest = hashlib.sha256(text.encode()).hexdigest()
         key = f"payload|{run_id}|{digest}"
+        await self.keys.add(run_id, [key])  # recorded first: purge finds it
         await self.state.put(key, text, self.ttl_s)
         return marker(key)
 
@@ -53,12 +60,10 @@ class PayloadStore:
         keys = list(dict.fromkeys(_MARKER.findall(text)))
         if not keys:
             return text
-        values = await asyncio.gather(*(self.state.get(k) for k in keys))
+        values = await asyncio.gather(*(self.state.get_value(k) for k in keys))
         found = {k: v for k, v in zip(keys, values, strict=True)}
         missing = [k for k, v in found.items() if v is None]
         if missing:
-            from swarmd.errors import NonRetryableActivityError
-
             raise NonRetryableActivityError(f"payload(s) missing from the state store: {missing}")
         return _MARKER.sub(lambda m: str(found[m.group(1)]), text)
 
@@ -83,12 +88,10 @@ class PayloadStore:
         found: dict[str, Any] = {}
         names = list(keys)
         for i in range(0, len(names), _BULK):
-            got = await self.state.get_many(names[i : i + _BULK])
+            got = await self.state.get_items(names[i : i + _BULK])  # every key, found or not
             found.update({k: e.value for k, e in got.items()})
         missing = [k for k, v in found.items() if v is None]
         if missing:
-            from swarmd.errors import NonRetryableActivityError
-
             raise NonRetryableActivityError(f"payload(s) missing from the state store: {missing}")
         return _substitute(value, found)
 

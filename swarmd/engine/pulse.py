@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarmd.engine.sidecar import Sidecar
+from swarmd.engine.dapr import DaprClient
 
 log = logging.getLogger("swarmd.engine.pulse")
 
@@ -148,7 +148,7 @@ async def _ending(aw: Any, done: Callable[[], None]) -> Any:
 
 
 async def publish_forever(
-    pulse: Pulse, sidecar: Sidecar, owner: Callable[[], str | None], interval_s: float
+    pulse: Pulse, sidecar: DaprClient, owner: Callable[[], str | None], interval_s: float
 ) -> None:
     """Write this process's pulse every ``interval_s`` (TTL: a few intervals) while
     anything is in flight or changed; stop writing when idle (the key expires)."""

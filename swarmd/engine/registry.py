@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
-from swarmd.engine.sidecar import Sidecar
+from swarmd.engine.dapr import DaprClient
 from swarmd.errors import DependencyUnavailable, LeaseLost
 
 log = logging.getLogger("swarmd.owner")
@@ -177,26 +177,30 @@ def new_owner_id(pod: str) -> str:
 
 
 # -- index ---------------------------------------------------------------------
-async def read_index(sc: Sidecar) -> OwnerIndex:
+async def read_index(sc: DaprClient) -> OwnerIndex:
     item = await sc.get(INDEX_KEY)
     return OwnerIndex.model_validate(item.value) if item.value else OwnerIndex()
 
 
 async def update_index(
-    sc: Sidecar, change: Callable[[OwnerIndex], bool], attempts: int = 50
+    sc: DaprClient, change: Callable[[OwnerIndex], bool], attempts: int = 50
 ) -> OwnerIndex:
     """Apply ``change`` (returns False for "nothing to do") by ETag compare-and-set."""
-    for i in range(attempts):
-        item = await sc.get(INDEX_KEY)
-        index = OwnerIndex.model_validate(item.value) if item.value else OwnerIndex()
-        if not change(index):
-            return index
-        if await sc.save(
-            INDEX_KEY, index.model_dump(mode="json"), etag=item.etag, first_write=True
-        ):
-            return index
-        await asyncio.sleep(min(0.005 * (i + 1), 0.1))  # lost a race with another writer
-    raise DependencyUnavailable("owner index: too many concurrent updates")
+    seen = OwnerIndex()
+
+    def apply(raw: Any) -> OwnerIndex | None:
+        nonlocal seen
+        seen = OwnerIndex.model_validate(raw) if raw else OwnerIndex()
+        return seen if change(seen) else None
+
+    await sc.update(
+        INDEX_KEY,
+        apply,
+        dump=lambda index: index.model_dump(mode="json"),
+        attempts=attempts,
+        what="owner index",
+    )
+    return seen
 
 
 # -- the app's side ------------------------------------------------------------
@@ -211,7 +215,7 @@ class OwnerRegistry:
 
     def __init__(
         self,
-        sidecar: Sidecar,
+        sidecar: DaprClient,
         *,
         pod: str | None = None,
         heartbeat_s: float = 0.5,
@@ -275,7 +279,7 @@ class OwnerRegistry:
             boot_task = loop.create_task(boot())
             loop.run_forever()
             boot_task.cancel()
-            loop.run_until_complete(self.sc.close())
+            loop.run_until_complete(self.sc.close_loop())
             loop.close()
 
         self._thread = threading.Thread(target=run, name="swarmd-owner", daemon=True)
@@ -300,9 +304,6 @@ class OwnerRegistry:
 
     def lease_valid(self) -> bool:
         return time.monotonic() < self._lease_until
-
-    def snapshot(self) -> Holdings:
-        return self._holdings.model_copy(deep=True)
 
     # -- holdings (any loop) -----------------------------------------------------
     async def record_lock(self, owner: str, store: str, resource: str, expiry_s: int) -> None:

@@ -24,7 +24,7 @@ import hashlib
 import random
 from collections.abc import Iterable
 
-from swarmd.engine.sidecar import Sidecar
+from swarmd.engine.dapr import DaprClient
 from swarmd.errors import DependencyUnavailable
 
 SHARDS = 16
@@ -39,7 +39,7 @@ def shard_key(run_id: str, n: int) -> str:
 
 
 class RunKeys:
-    def __init__(self, sidecar: Sidecar, ttl_s: int | None = None) -> None:
+    def __init__(self, sidecar: DaprClient, ttl_s: int | None = None) -> None:
         self.sc = sidecar
         self.ttl_s = ttl_s
 

@@ -28,7 +28,7 @@ from annotated_types import Ge
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from swarmd.engine.jsontypes import JsonInt, One, integral
-from swarmd.errors import UnknownSwarm, ValidationFailed
+from swarmd.errors import UnknownSwarm, validation_failed
 
 Pattern = Literal["scatter_gather", "supervisor", "debate", "pipeline"]
 ToolName = Literal["calculator", "http_get", "memory_read", "memory_write", "python"]
@@ -96,14 +96,7 @@ def parse_spec(raw: Any, *, where: str = "spec") -> SwarmSpec:
     try:
         return SwarmSpec.model_validate(raw)
     except ValidationError as exc:
-        errors = [
-            {"field": ".".join(str(p) for p in (where, *e["loc"])), "message": e["msg"]}
-            for e in exc.errors()
-        ]
-        first = errors[0]
-        raise ValidationFailed(
-            f"{first['field']}: {first['message']}", field=first["field"], errors=errors
-        ) from exc
+        raise validation_failed(exc.errors(), prefix=(where,)) from exc
 
 
 class SpecRegistry:

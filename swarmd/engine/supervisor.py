@@ -63,9 +63,9 @@ from dapr.ext.workflow import WorkflowState, WorkflowStatus
 from pydantic import BaseModel, Field, ValidationError
 
 from swarmd.config import ReviveAction, Settings
+from swarmd.engine.dapr import DaprClient
 from swarmd.engine.pulse import merge, pulse_key
 from swarmd.engine.registry import read_index
-from swarmd.engine.sidecar import Sidecar
 from swarmd.engine.tracker import INDEX_KEY, RunTracker, instance_id
 from swarmd.errors import DependencyUnavailable
 from swarmd.metrics import Metrics
@@ -210,7 +210,7 @@ class RunSupervisor:
         self.metrics = metrics
         self.owner = owner
         self.tracker = tracker
-        self.state = Sidecar(settings.dapr_http_port, settings.state_store, timeout_s=10)
+        self.state = DaprClient(settings.dapr_http_port, settings.state_store, timeout_s=10)
         self.last_pass: float | None = None
         self.leading = False
         self.last_verdicts: dict[str, Verdict] = {}

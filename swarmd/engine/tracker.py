@@ -43,8 +43,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from swarmd import telemetry
 from swarmd.config import Settings
+from swarmd.engine.dapr import DaprClient
 from swarmd.engine.models import Progress, Usage
-from swarmd.engine.sidecar import Sidecar
+from swarmd.engine.status import ENDED
 from swarmd.errors import DependencyUnavailable
 from swarmd.identity.limits import busy
 from swarmd.metrics import Metrics
@@ -57,7 +58,6 @@ LEADER_LOCK = "swarmd-run-tracker"
 ORPHAN_AFTER_S = 120.0
 #: a run the supervisor is restarting (index entry ``reviving``) is not ended for this long
 REVIVING_S = 120.0
-ENDED = {WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED}
 
 #: one write of an end transaction: (key, value, ETag; None = the key must not exist yet)
 Upsert = tuple[str, Any, str | None]
@@ -107,12 +107,13 @@ class RunTracker:
         metrics: Metrics,
         tracer: Callable[[], Tracer],
         owner: str,
+        dapr: DaprClient,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.tracer = tracer
         self.owner = owner
-        self.state = Sidecar(settings.dapr_http_port, settings.state_store, timeout_s=10)
+        self.state = dapr
         self._lock: asyncio.Lock | None = None
         self._swarms: set[str] = set()
         #: runs in flight cluster-wide, as of this replica's last read or write of the index
@@ -187,19 +188,16 @@ class RunTracker:
     async def _update_index(
         self, change: Callable[[dict[str, Any]], dict[str, Any] | None]
     ) -> None:
+        seen: dict[str, Any] = {}
+
+        def apply(value: Any) -> dict[str, Any] | None:
+            nonlocal seen
+            seen = value if isinstance(value, dict) else {}
+            return change(seen)
+
         async with self._mutex():
-            for attempt in range(50):
-                value, etag = await self._get(INDEX_KEY)
-                index = value if isinstance(value, dict) else {}
-                new = change(index)
-                if new is None:
-                    self._gauge(index)
-                    return
-                if await self.state.transact([(INDEX_KEY, new, etag)]):
-                    self._gauge(new)
-                    return
-                await asyncio.sleep(random.uniform(0.005, 0.02 * (attempt + 1)))
-        raise DependencyUnavailable("could not update the run index: too much contention")
+            new = await self.state.update(INDEX_KEY, apply, what="the run index")
+        self._gauge(seen if new is None else new)
 
     async def user_usage(self, user: str) -> UserUsage:
         value, _ = await self._get(user_key(user))
@@ -397,9 +395,6 @@ class RunTracker:
         for swarm in self._swarms | set(counts):
             self.metrics.runs_in_flight.labels(swarm).set(counts.get(swarm, 0))
         self._swarms |= set(counts)
-
-    async def close(self) -> None:
-        await self.state.close()
 
 
 def _outcome(st: WorkflowState | None) -> dict[str, Any] | None:

@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from swarmd.config import Settings
-from swarmd.engine.sidecar import Sidecar
+from swarmd.engine.dapr import DaprClient
 from swarmd.errors import DependencyUnavailable, TooManyRequests
 
 _Locks = weakref.WeakValueDictionary[str, asyncio.Lock]
@@ -45,7 +45,7 @@ class StartRate:
     with starts in progress), so only other replicas' writes can make its ETag
     check fail and retry."""
 
-    def __init__(self, state: Sidecar, settings: Settings) -> None:
+    def __init__(self, state: DaprClient, settings: Settings) -> None:
         self.state = state
         self.interval = 60.0 / settings.user_starts_per_minute
         self.tolerance = self.interval * (settings.user_start_burst - 1)

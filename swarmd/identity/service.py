@@ -1,12 +1,12 @@
 """The identity service of one app: who a bearer credential is, and the per-user
-limits. Built once in :func:`swarmd.api.app.create_app` (no I/O until a request)."""
+limits. Built once by the composition root (no I/O until a request)."""
 
 from __future__ import annotations
 
 import hmac
 
 from swarmd.config import Settings
-from swarmd.engine.sidecar import Sidecar
+from swarmd.engine.dapr import DaprClient
 from swarmd.errors import Unauthorized
 from swarmd.identity.caller import Caller
 from swarmd.identity.limits import StartRate
@@ -15,9 +15,10 @@ from swarmd.identity.tokens import TokenStore, looks_like_token
 
 
 class Identity:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, state: DaprClient) -> None:
+        """``state``: the process's Dapr client (made and closed by the entrypoint)."""
         self.settings = settings
-        self.state = Sidecar(settings.dapr_http_port, settings.state_store)
+        self.state = state
         self.tokens = TokenStore(self.state)
         self.oidc = OidcVerifier(settings) if settings.oidc_enabled else None
         self.start_rate = StartRate(self.state, settings)
@@ -41,6 +42,3 @@ class Identity:
         if self.oidc is not None and looks_like_jwt(credential):
             return Caller(user=await self.oidc.user_of(credential), via="oidc")
         raise Unauthorized("invalid bearer token")
-
-    async def close(self) -> None:
-        await self.state.close()

@@ -22,7 +22,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from swarmd.engine.sidecar import Sidecar
+from swarmd.engine.dapr import DaprClient
 from swarmd.errors import DependencyUnavailable
 
 PREFIX = "swd_"
@@ -45,7 +45,7 @@ def looks_like_token(credential: str) -> bool:
 
 
 class TokenStore:
-    def __init__(self, state: Sidecar) -> None:
+    def __init__(self, state: DaprClient) -> None:
         self.state = state
 
     async def mint(self, user: str) -> dict[str, str]:

@@ -13,11 +13,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from swarmd.config import Settings
 from swarmd.devstack.launcher import Stack
+from swarmd.engine.dapr import DaprClient
 from swarmd.engine.journal import Journal, call_key, entry_key
 from swarmd.engine.runkeys import SHARDS, RunKeys, shard_key
-from swarmd.engine.sidecar import Sidecar
 from swarmd.engine.state import StateStore
 from tests.conftest import wait_run, wait_until
 
@@ -142,9 +141,8 @@ async def test_one_activity_executed_twice_pays_each_call_once(
     run_id = "journal-twice"
     calls = calls_since(user=run_id)
     port = stack.ports.dapr_http
-    journal = Journal(
-        StateStore(Settings(dapr_http_port=port)), RunKeys(Sidecar(port, "statestore"))
-    )
+    dapr = DaprClient(port, "statestore")
+    journal = Journal(StateStore(dapr), RunKeys(dapr))
     keys = [call_key(f"agent-{i}", f"agent-{i}") for i in range(1, 7)]
     await journal.index(run_id, keys)
     async with httpx.AsyncClient(base_url=stack.model_server_url, timeout=30) as ms:

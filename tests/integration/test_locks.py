@@ -9,22 +9,20 @@ import httpx
 import pytest
 
 from swarmd.activities.tools import ToolDeps, ToolRequest, memory_key, run_tool
-from swarmd.config import Settings
 from swarmd.devstack.launcher import Stack
+from swarmd.engine.dapr import DaprClient
 from swarmd.engine.locks import LockManager
 from swarmd.engine.registry import OwnerRegistry, holds_key
-from swarmd.engine.sidecar import Sidecar
-from swarmd.engine.state import StateStore
 
 pytestmark = pytest.mark.integration
 
 
 async def test_concurrent_memory_appends_lose_no_line(stack: Stack) -> None:
     port = stack.ports.dapr_http
-    registry = OwnerRegistry(Sidecar(port, "statestore"), pod="test-memory", ttl_s=4)
+    registry = OwnerRegistry(DaprClient(port, "statestore"), pod="test-memory", ttl_s=4)
     await registry.start()
-    locks = LockManager(Sidecar(port, "statestore"), registry, "lockstore")
-    state = StateStore(Settings(DAPR_HTTP_PORT=port))  # type: ignore[call-arg]
+    locks = LockManager(DaprClient(port, "statestore"), registry, "lockstore")
+    state = DaprClient(port, "statestore")
     try:
         async with httpx.AsyncClient() as http:
             deps = ToolDeps(
@@ -51,7 +49,7 @@ async def test_concurrent_memory_appends_lose_no_line(stack: Stack) -> None:
         assert stored is not None and sorted(stored.split("\n")) == sorted(lines)
         # every lock was released and forgotten by the owner registry
         assert locks.held() == []
-        holds = await Sidecar(port, "statestore").get(holds_key(registry.owner))
+        holds = await DaprClient(port, "statestore").get(holds_key(registry.owner))
         assert holds.value is not None and holds.value["locks"] == {}
     finally:
         await locks.release_all()

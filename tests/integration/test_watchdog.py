@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from swarmd.devstack.launcher import Stack, port_free
+from swarmd.engine.dapr import DaprClient
 from swarmd.engine.registry import (
     Claim,
     Holdings,
@@ -37,7 +38,6 @@ from swarmd.engine.registry import (
     reaped_key,
     update_index,
 )
-from swarmd.engine.sidecar import Sidecar
 from tests.conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.integration
@@ -344,7 +344,7 @@ def test_restarted_watchdog_finishes_a_reap_it_had_claimed(healthy: Stack) -> No
         assert try_lock(stack, r, dead, ttl_s=120)
 
     async def setup() -> None:
-        sc = Sidecar(stack.ports.dapr_http, "statestore")
+        sc = DaprClient(stack.ports.dapr_http, "statestore")
         holds = Holdings(owner=dead, pod=stack.pod_name)
         for r in resources:
             ref = LockRef(store=LOCKSTORE, resource=r, expiry_s=120)
@@ -373,7 +373,7 @@ def test_restarted_watchdog_finishes_a_reap_it_had_claimed(healthy: Stack) -> No
 
 
 async def _index(stack: Stack) -> OwnerIndex:
-    sc = Sidecar(stack.ports.dapr_http, "statestore")
+    sc = DaprClient(stack.ports.dapr_http, "statestore")
     try:
         return await read_index(sc)
     finally:
