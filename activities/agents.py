@@ -41,7 +41,7 @@ from openai import AsyncOpenAI
 
 from swarmd import telemetry
 from swarmd.activities.llm import LLMObserver, complete, tool_step
-from swarmd.activities.tools import TOOL_SCHEMAS, ToolDeps, ToolRequest, use_tool
+from swarmd.activities.tools import TOOL_SCHEMAS, ToolDeps, use_tool
 from swarmd.engine.journal import Journal, Prefetched, call_key
 from swarmd.engine.live import LiveProgress
 from swarmd.engine.models import (
@@ -51,6 +51,7 @@ from swarmd.engine.models import (
     GroupResult,
     LLMRequest,
     LLMResult,
+    ToolRequest,
     Usage,
 )
 from swarmd.engine.payloads import PayloadStore
@@ -182,13 +183,8 @@ class AgentRunner:
                     group, req.call_key or "", self._llm(req, instance, known)
                 )
             except _AgentFailed as err:
-                return AgentOutput(
-                    agent=job.agent,
-                    status="blocked" if err.blocked else "failed",
-                    content=last,
-                    turns=turn,
-                    usage=usage,
-                    error=str(err),
+                return AgentOutput.failed(
+                    job.agent, str(err), content=last, turns=turn, usage=usage, blocked=err.blocked
                 )
             res = LLMResult.model_validate(raw)
             usage = usage.add(res.usage)

@@ -32,7 +32,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from swarmd import telemetry
 from swarmd.engine.journal import Journal
-from swarmd.engine.models import LLMRequest, LLMResult, ToolCall, Usage
+from swarmd.engine.models import LLMRequest, LLMResult, ToolCall, ToolRequest, Usage
 from swarmd.engine.payloads import PayloadStore
 from swarmd.errors import (
     GatewayUnreachable,
@@ -353,27 +353,25 @@ def tool_step(
 
 
 def traced_tool(
-    inner: Callable[[WorkflowActivityContext, Any], Awaitable[dict[str, Any]]],
+    inner: Callable[[WorkflowActivityContext, ToolRequest], Awaitable[dict[str, Any]]],
     obs: LLMObserver | None = None,
-) -> Callable[[WorkflowActivityContext, Any], Awaitable[dict[str, Any]]]:
-    """Wrap the tool activity with its span and step-latency metric. The agent loop
-    passes the run's ``trace`` beside the tool request; it is taken off here."""
+) -> Callable[[WorkflowActivityContext, ToolRequest | dict[str, Any]], Awaitable[dict[str, Any]]]:
+    """Wrap the tool activity with its span (under the request's ``trace``) and
+    step-latency metric."""
 
-    async def call_tool(ctx: WorkflowActivityContext, raw: Any) -> dict[str, Any]:
-        carrier = None
-        if isinstance(raw, dict) and "trace" in raw:
-            raw = dict(raw)
-            carrier = raw.pop("trace")
-        fields = raw if isinstance(raw, dict) else {}
+    async def call_tool(
+        ctx: WorkflowActivityContext, raw: ToolRequest | dict[str, Any]
+    ) -> dict[str, Any]:
+        req = ToolRequest.model_validate(raw)
         with tool_step(
             obs,
-            run_id=str(fields.get("run_id", "")),
-            agent=str(fields.get("agent", "")),
-            name=str(fields.get("name", "")),
+            run_id=req.run_id,
+            agent=req.agent,
+            name=req.name,
             workflow_id=ctx.workflow_id,
-            carrier=carrier,
+            carrier=req.trace,
         ) as span:
-            out = await inner(ctx, raw)
+            out = await inner(ctx, req)
             if isinstance(out, dict) and "error" in out:
                 span.set_attribute("error.type", "tool_error")
             return out

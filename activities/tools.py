@@ -31,9 +31,9 @@ from urllib.parse import urlparse
 
 import httpx
 from dapr.ext.workflow import WorkflowActivityContext
-from pydantic import BaseModel, ConfigDict
 
 from swarmd.activities.sandbox import Sandbox
+from swarmd.engine.models import ToolRequest
 from swarmd.errors import (
     DependencyUnavailable,
     LockBusy,
@@ -99,18 +99,6 @@ TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
         },
     },
 }
-
-
-class ToolRequest(BaseModel):
-    """Input of the ``swarmd.call_tool`` activity."""
-
-    model_config = ConfigDict(extra="forbid")
-    run_id: str
-    agent: str
-    name: str
-    arguments: str
-    allowed: list[str]
-    user: str | None = None
 
 
 class ToolArgumentError(ValueError):

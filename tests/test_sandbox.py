@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from swarmd.activities.sandbox import Sandbox, SandboxLimits, cache_key, runtime_wasm
-from swarmd.activities.tools import ToolDeps, ToolRequest, make_call_tool
+from swarmd.activities.tools import ToolDeps, make_call_tool
 from swarmd.config import Settings
+from swarmd.engine.models import ToolRequest
 
 
 @pytest.fixture(scope="module")

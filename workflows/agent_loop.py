@@ -24,6 +24,7 @@ from swarmd.engine.models import (
     AgentOutput,
     LLMRequest,
     LLMResult,
+    ToolRequest,
     Usage,
 )
 from swarmd.engine.retry import call_activity
@@ -62,13 +63,8 @@ class Conversation:
 
     def failed(self, turn: int, error: str, blocked: bool = False) -> AgentOutput:
         """``blocked``: a gateway guardrail refused the call (``error`` says which, why)."""
-        return AgentOutput(
-            agent=self.inp.agent,
-            status="blocked" if blocked else "failed",
-            content=self.last,
-            turns=turn,
-            usage=self.usage,
-            error=error,
+        return AgentOutput.failed(
+            self.inp.agent, error, content=self.last, turns=turn, usage=self.usage, blocked=blocked
         )
 
     def answered(self, turn: int, res: LLMResult) -> AgentOutput | None:
@@ -105,16 +101,15 @@ class Conversation:
         """The ``swarmd.call_tool`` input of each tool call of ``res``."""
         inp = self.inp
         return [
-            {
-                "run_id": inp.run_id,
-                "agent": inp.agent,
-                "name": c.name,
-                "arguments": c.arguments,
-                "allowed": inp.tools,
-                "user": inp.user,
-                # the run's trace, for the tool's span (taken off before the tool)
-                **({"trace": inp.trace} if inp.trace else {}),
-            }
+            ToolRequest(
+                run_id=inp.run_id,
+                agent=inp.agent,
+                name=c.name,
+                arguments=c.arguments,
+                allowed=inp.tools,
+                user=inp.user,
+                trace=inp.trace,  # the run's, for the tool's span
+            ).model_dump(exclude_none=True)
             for c in res.tool_calls
         ]
 

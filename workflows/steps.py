@@ -34,7 +34,7 @@ from swarmd.engine.models import (
 from swarmd.engine.retry import call_activity
 from swarmd.engine.spec import AgentSpec
 
-APPROVAL_EVENT = "approval"
+APPROVAL_EVENT = names.APPROVAL
 #: bytes of agent answers a run keeps inline in its history, all agents together
 HISTORY_INLINE_BUDGET = 1_000_000
 #: engine v2: agents per group activity, and the most group activities one workflow
@@ -156,9 +156,7 @@ class Run:
         return results[0] if results else self._failed(name, "agent was not started")
 
     def _failed(self, label: str, error: str) -> AgentOutput:
-        return AgentOutput(
-            agent=label, status="failed", content="", turns=0, usage=Usage(), error=error
-        )
+        return AgentOutput.failed(label, error)
 
     def _group_input(
         self, jobs: list[Job], concurrency: int, tokens_left: int | None
@@ -220,14 +218,7 @@ class Run:
         try:
             out = AgentOutput.model_validate(task.get_result())
         except TaskFailedError as err:
-            out = AgentOutput(
-                agent=label,
-                status="failed",
-                content="",
-                turns=0,
-                usage=Usage(),
-                error=err.details.message,
-            )
+            out = AgentOutput.failed(label, err.details.message)
         self.usage = self.usage.add(out.usage)
         return out
 

@@ -45,10 +45,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from swarmd.agents.activities import BEGIN_TURN, FINISH_TURN, FIRE_JOB, POLL
 from swarmd.agents.turn import FAIL_TURN, TURN
 from swarmd.engine import names
-from swarmd.engine.models import AgentOutput, RetrySpec, Usage
+from swarmd.engine.models import AgentOutput, RetrySpec
 from swarmd.engine.retry import call_activity
 
-WAKE_EVENT = "wake"
+WAKE_EVENT = names.USER_AGENT_WAKE
 #: v2: steps (activities) per generation before it continues as new; each step adds
 #: about six history events, so a generation's history stays under ~250 events
 STEPS_PER_GENERATION = 40
@@ -102,14 +102,7 @@ def user_agent(
                     names.AGENT_LOOP, input=begin["input"], instance_id=f"{ctx.instance_id}.t{seq}"
                 )
             except TaskFailedError as err:
-                out = AgentOutput(
-                    agent="assistant",
-                    status="failed",
-                    content="",
-                    turns=0,
-                    usage=Usage(),
-                    error=err.details.message,
-                ).model_dump()
+                out = AgentOutput.failed("assistant", err.details.message).model_dump()
             yield from call_activity(
                 ctx,
                 FINISH_TURN,

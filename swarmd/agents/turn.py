@@ -300,14 +300,7 @@ def make_turn_activities(
         if msg is None or msg["status"] in FINAL:
             return {"seq": req.seq if msg is not None else None, "status": "skip"}
         journal = CallJournal(state, k.journal, (snap[k.journal].value or {}).get("calls") or {})
-        out = AgentOutput(
-            agent=MEMORY_AGENT,
-            status="failed",
-            content="",
-            turns=0,
-            usage=journal.usage(),
-            error=req.error,
-        )
+        out = AgentOutput.failed(MEMORY_AGENT, req.error, usage=journal.usage())
         ended = await end_turn(req.user, req.seq, out, snap, dict(msg))
         if ended is None:
             return {"seq": req.seq, "status": "skip"}

@@ -47,6 +47,7 @@ from swarmd.errors import (
     RequestError,
     Unauthorized,
     ValidationFailed,
+    field_path,
 )
 from swarmd.identity.caller import Caller
 
@@ -98,7 +99,7 @@ def parse_task(event: dict[str, Any]) -> tuple[runs.StartRun, str]:
         body = runs.StartRun.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or None
+        field = field_path(err["loc"]) or None
         raise ValidationFailed(f"{field}: {err['msg']}", field=field) from None
     run_id = body.run_id or derived_run_id(event)
     return body.model_copy(update={"run_id": run_id}), run_id

@@ -45,7 +45,7 @@ from swarmd.config import Settings
 from swarmd.engine import names
 from swarmd.engine.journal import Journal
 from swarmd.engine.live import LiveProgress
-from swarmd.engine.models import LLMRequest, LLMResult
+from swarmd.engine.models import AgentGroup, LLMRequest, LLMResult, ToolRequest
 from swarmd.engine.payloads import PayloadStore
 from swarmd.engine.pulse import Pulse
 from swarmd.engine.runkeys import RunKeys
@@ -208,12 +208,12 @@ def build_worker(
     live = LiveProgress(sidecar, RunKeys(sidecar))
     model = gateway_model(llm_client, payloads, obs, guardrails, settings.llm_max_in_flight)
     runner = AgentRunner(journal, model, tool_deps, obs, live)
-    reg.activity(names.RUN_AGENTS, make_run_agents(runner))
+    reg.activity(names.RUN_AGENTS, make_run_agents(runner), AgentGroup)
     reg.activity(
         names.REDUCE_CHUNKS, make_reduce_chunks(llm_client, sidecar, payloads, obs), ReduceRequest
     )
     call_tool = traced_tool(make_call_tool(tool_deps), obs)
-    reg.activity(names.CALL_TOOL, call_tool)
+    reg.activity(names.CALL_TOOL, call_tool, ToolRequest)
     baseline, templates = agent_config
     for name, fn in make_user_agent_activities(users, baseline, templates).items():
         reg.activity(name, fn)  # v1's, for generations started before the upgrade

@@ -137,6 +137,20 @@ class AgentGroup(_Model):
     deadline: str | None = None
 
 
+class ToolRequest(_Model):
+    """Input of the ``swarmd.call_tool`` activity: one tool call an agent's model asked
+    for. ``allowed`` is the agent's tool list (the tool refuses any other); ``trace`` is
+    the run's traceparent, for the tool's span."""
+
+    run_id: str
+    agent: str
+    name: str
+    arguments: str
+    allowed: list[str]
+    user: str | None = None
+    trace: str | None = None
+
+
 class AgentOutput(_Model):
     agent: str
     #: ``blocked``: a gateway guardrail refused one of its calls (``error`` says which, why)
@@ -147,6 +161,29 @@ class AgentOutput(_Model):
     error: str | None = None
     #: length of the real answer, also when ``content`` is a reference to it
     content_chars: int | None = None
+
+    @classmethod
+    def failed(
+        cls,
+        agent: str,
+        error: str,
+        *,
+        content: str = "",
+        turns: int = 0,
+        usage: Usage | None = None,
+        blocked: bool = False,
+    ) -> AgentOutput:
+        """The output of an agent that did not answer: ``error`` says why; ``content``,
+        ``turns`` and ``usage`` are what it had when it stopped (nothing, by default).
+        ``blocked``: a gateway guardrail refused one of its calls."""
+        return cls(
+            agent=agent,
+            status="blocked" if blocked else "failed",
+            content=content,
+            turns=turns,
+            usage=usage if usage is not None else Usage(),
+            error=error,
+        )
 
     @property
     def usable(self) -> bool:

@@ -33,6 +33,10 @@ USER_AGENT_FAIL_TURN: Final = "swarmd.user_agent.fail_turn"  # v2: a turn out of
 # External events
 #: wakes a user's agent workflow (a message or schedule arrived)
 USER_AGENT_WAKE: Final = "wake"
+#: a spec with ``approval: true`` waits for it (POST /v1/runs/{id}/events/approval)
+APPROVAL: Final = "approval"
+#: the run supervisor's poke at a stalled run (a new event makes the worker replay it)
+NUDGE: Final = "swarmd.nudge"
 
 #: spec pattern -> workflow registration name
 PATTERNS: Final[dict[str, str]] = {

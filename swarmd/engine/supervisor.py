@@ -63,6 +63,7 @@ from dapr.ext.workflow import WorkflowState, WorkflowStatus
 from pydantic import BaseModel, Field, ValidationError
 
 from swarmd.config import ReviveAction, Settings
+from swarmd.engine import names
 from swarmd.engine.dapr import DaprClient
 from swarmd.engine.pulse import merge, pulse_key
 from swarmd.engine.registry import read_index
@@ -74,7 +75,7 @@ log = logging.getLogger("swarmd.engine.supervisor")
 
 LEADER_LOCK = "swarmd-run-supervisor"
 RECENT_KEY = "swarmd-revivals"
-NUDGE_EVENT = "swarmd.nudge"
+NUDGE_EVENT = names.NUDGE
 #: revival records of the cluster kept in the recent list
 RECENT_MAX = 500
 #: how long a revival record is kept after its last revival

@@ -8,10 +8,11 @@ import time
 import httpx
 import pytest
 
-from swarmd.activities.tools import ToolDeps, ToolRequest, memory_key, run_tool
+from swarmd.activities.tools import ToolDeps, memory_key, run_tool
 from swarmd.devstack.launcher import Stack
 from swarmd.engine.dapr import DaprClient
 from swarmd.engine.locks import LockManager
+from swarmd.engine.models import ToolRequest
 from swarmd.engine.registry import OwnerRegistry, holds_key
 
 pytestmark = pytest.mark.integration
