@@ -14,6 +14,7 @@ import pytest
 from dapr.ext.workflow import WorkflowState, WorkflowStatus
 
 from swarmd.config import Settings
+from swarmd.engine.dapr import DaprClient
 from swarmd.engine.pulse import Pulse, merge, run_of
 from swarmd.engine.supervisor import Revival, RevivalRecord, RunSupervisor, judge
 from swarmd.metrics import Metrics
@@ -119,7 +120,8 @@ def test_pulse_wrap_ends_the_call_when_the_activity_raises() -> None:
 
 def test_revivals_escalate_while_the_run_does_not_move_and_reset_when_it_does() -> None:
     settings = Settings(revive_actions=["nudge", "fresh_generation"], fresh_generation="always")
-    sup = RunSupervisor(settings, Metrics(), "me", tracker=None)  # type: ignore[arg-type]
+    dapr = DaprClient(settings.dapr_http_port, settings.state_store)  # never called here
+    sup = RunSupervisor(settings, Metrics(), "me", None, dapr)  # type: ignore[arg-type]
 
     def rec(*ats: float) -> RevivalRecord:
         revs = [
@@ -135,7 +137,8 @@ def test_revivals_escalate_while_the_run_does_not_move_and_reset_when_it_does() 
         Settings(fresh_generation="never"),
         Metrics(),
         "me",
-        tracker=None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        dapr,
     )
     assert never._choose(rec(NOW - 50, NOW - 40), moved_at=NOW - 100) == "nudge"
 

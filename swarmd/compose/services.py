@@ -206,7 +206,7 @@ async def open_services(
     tracker = RunTracker(settings, metrics, tracer, owner_id(settings), dapr)
     catalog = RunCatalog(dapr, settings.catalog_page_size)
     tracker.end_hooks.append(catalog.end_hook)  # a run's end lands in its catalog record
-    supervisor = RunSupervisor(settings, metrics, owner_id(settings), tracker)
+    supervisor = RunSupervisor(settings, metrics, owner_id(settings), tracker, dapr)
     tracker.on_ended.append(supervisor.forget)  # an ended run's start input is dropped
     services = Services(
         settings=settings,
@@ -231,13 +231,13 @@ async def open_services(
         services.slack = FrontDoor(services)
     if settings.pubsub_enabled:
         # its events ride in the tracker's end transaction (swarmd.engine.outbox)
-        services.outbox = Outbox(settings, metrics, owner_id(settings))
+        services.outbox = Outbox(settings, metrics, owner_id(settings), dapr)
         services.tracker.end_hooks.append(services.outbox.on_ended)
     if not start_worker:
         try:
             yield services
         finally:
-            await _close(services, dapr, supervisor)
+            await _close(services, dapr)
         return
     worker = _Worker(settings, dapr, services)
     starting = asyncio.create_task(worker.start())
@@ -258,14 +258,13 @@ async def open_services(
         if services.slack is not None:  # its background work, before the worker stops
             await services.slack.close()
         await worker.stop()
-        await _close(services, dapr, supervisor)
+        await _close(services, dapr)
 
 
-async def _close(services: Services, dapr: DaprClient, supervisor: RunSupervisor) -> None:
+async def _close(services: Services, dapr: DaprClient) -> None:
     if services.slack is not None:
         await services.slack.close()
     await services.history.close()
-    await supervisor.close()
     if services.outbox is not None:
         await services.outbox.close()
     await dapr.close()

@@ -145,11 +145,12 @@ def _entry(topic: str, event_type: str, data: BaseModel) -> dict[str, Any]:
 class Outbox:
     """Writes run events into the outbox and publishes them from there."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, owner: str) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, owner: str, state: DaprClient) -> None:
+        """``state``: the process's Dapr client (made and closed by the entrypoint)."""
         self.settings = settings
         self.metrics = metrics
         self.owner = owner
-        self.state = DaprClient(settings.dapr_http_port, settings.state_store, timeout_s=10)
+        self.state = state
         self.publisher = Publisher(settings.dapr_http_port, settings.pubsub_name)
 
     # -- into the outbox ----------------------------------------------------------
@@ -285,5 +286,4 @@ class Outbox:
         return (item.value if isinstance(item.value, dict) else {}), item.etag
 
     async def close(self) -> None:
-        await self.state.close()
         await self.publisher.close()

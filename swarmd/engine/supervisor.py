@@ -206,12 +206,14 @@ class RunSupervisor:
         metrics: Metrics,
         owner: str,
         tracker: RunTracker,
+        state: DaprClient,
     ) -> None:
+        """``state``: the process's Dapr client (made and closed by the entrypoint)."""
         self.settings = settings
         self.metrics = metrics
         self.owner = owner
         self.tracker = tracker
-        self.state = DaprClient(settings.dapr_http_port, settings.state_store, timeout_s=10)
+        self.state = state
         self.last_pass: float | None = None
         self.leading = False
         self.last_verdicts: dict[str, Verdict] = {}
@@ -476,6 +478,3 @@ class RunSupervisor:
             with contextlib.suppress(ValidationError):
                 out.append(Revival.model_validate(x))
         return out
-
-    async def close(self) -> None:
-        await self.state.close()
