@@ -173,3 +173,14 @@ def test_chaos_excuses_calls_the_killed_app_sent_while_it_was_down(tmp_path: Pat
     assert sent_before({"ts": kill - 0.5}, kill, back)
     assert not sent_before({"ts": back + 0.1}, kill, back)  # the new app may have sent it
     assert not sent_before({"ts": kill - 5}, kill, back)  # long before the kill
+
+
+def test_a_supervisor_counts_no_idle_time_from_before_it_started_looking() -> None:
+    """After an app restart the runs wait for their activities to reach the new
+    process: the app's own downtime is not a wedge."""
+    state = st(WorkflowStatus.RUNNING, 90, "agents")  # last moved before the app died
+    assert judge("r", {"t": 0}, state, None, NOW, SETTINGS).stuck
+    v = judge("r", {"t": 0}, state, None, NOW, SETTINGS, watching_since=NOW - 20)
+    assert not v.stuck and v.why == "moved 20s ago"
+    later = judge("r", {"t": 0}, state, None, NOW + 15, SETTINGS, watching_since=NOW - 20)
+    assert later.stuck and later.stuck_for_s == 35  # idle counted from its first look

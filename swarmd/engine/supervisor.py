@@ -157,8 +157,15 @@ def judge(
     pulse: dict[str, Any] | None,
     now: float,
     settings: Settings,
+    watching_since: float = 0.0,
 ) -> Verdict:
-    """Pure: is this run stuck now? (Thresholds by state; see the module doc.)"""
+    """Pure: is this run stuck now? (Thresholds by state; see the module doc.)
+
+    ``watching_since``: when this supervisor started looking (its process's first
+    pass). Time before it does not count as idle: a replica that just started has
+    seen no pulses, and after an app restart the runs wait for their activities to be
+    dispatched to the new process (the chaos suite saw runs revived for the app's own
+    20-40 s restart)."""
     if st is None:
         return Verdict(run_id=run_id, stuck=False, why="no workflow (not started, or purged)")
     status = st.runtime_status.name.lower()
@@ -181,7 +188,7 @@ def judge(
         _ts(st.created_at),
         float(p.get("last") or 0),
     )
-    idle = now - max(moved, float(entry.get("revived_at") or 0))
+    idle = now - max(moved, float(entry.get("revived_at") or 0), watching_since)
     if idle < settings.stall_after_s:
         return Verdict(stuck=False, why=f"moved {idle:.0f}s ago", **v)
     why = f"no progress for {idle:.0f}s ({status}, phase {phase or '-'}, nothing in flight)"
@@ -215,6 +222,8 @@ class RunSupervisor:
         self.tracker = tracker
         self.state = state
         self.last_pass: float | None = None
+        #: when this supervisor first looked (see :func:`judge`'s ``watching_since``)
+        self.watching_since: float | None = None
         self.leading = False
         self.last_verdicts: dict[str, Verdict] = {}
 
@@ -281,6 +290,8 @@ class RunSupervisor:
         item = await self.state.get(INDEX_KEY)
         index: dict[str, Any] = item.value if isinstance(item.value, dict) else {}
         self.last_pass = time.time()
+        if self.watching_since is None:
+            self.watching_since = now or self.last_pass
         if not index or not await self._lead():
             self.metrics.runs_stuck.set(0)
             return []
@@ -301,7 +312,15 @@ class RunSupervisor:
                 except Exception as exc:  # a wedged actor may not even answer reads
                     log.info("run unreadable", extra={"run_id": run_id, "error": str(exc)})
                     return None
-            return judge(run_id, entry, st, pulses.get(run_id), now or time.time(), self.settings)
+            return judge(
+                run_id,
+                entry,
+                st,
+                pulses.get(run_id),
+                now or time.time(),
+                self.settings,
+                self.watching_since or 0.0,
+            )
 
         verdicts = [
             v
