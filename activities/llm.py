@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import aiohttp
+import httpx
 import openai
 from dapr.ext.workflow import WorkflowActivityContext
 from openai import AsyncOpenAI
@@ -100,12 +102,31 @@ def guardrail_of(exc: Exception) -> tuple[str, str] | None:
     return str(fields["guardrail_name"]), str(reason)
 
 
+def _never_sent(exc: BaseException) -> bool:
+    """Did the call fail while connecting (so the gateway never got it)? openai's
+    aiohttp client (httpx_aiohttp) reports a refused connection as ``ConnectTimeout``,
+    which the ``openai`` client turns into :class:`openai.APITimeoutError`; the cause
+    chain still holds aiohttp's connector error. (A server that disconnected mid-call
+    is mapped the same way but got the call: that stays a failed call.)"""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the cause chain: openai -> httpx -> aiohttp -> OSError
+        if seen is None:
+            return False
+        if isinstance(
+            seen,
+            (httpx.ConnectError, aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError),
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def classify(exc: Exception) -> Exception:
     """Map an ``openai`` exception to our retryable / non-retryable errors."""
     if (blocked := guardrail_of(exc)) is not None:
         name, reason = blocked
         return GuardrailBlocked(f"{name}: {reason}", guardrail=name)
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.APITimeoutError) and not _never_sent(exc):
         return RetryableActivityError(f"gateway timed out: {exc}")
     if isinstance(exc, openai.APIConnectionError):
         return GatewayUnreachable(f"gateway unreachable: {exc}")

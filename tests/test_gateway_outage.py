@@ -14,8 +14,9 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import httpx
+import openai
 import pytest
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from swarmd.activities import llm
 from swarmd.devstack.modelserver import ModelServer
@@ -93,3 +94,23 @@ async def test_a_gateway_error_is_left_to_the_run_retry_policy(tmp_path: Path) -
         await llm.make_call_llm(bad)(CTX, REQ)
     assert not isinstance(err.value, GatewayUnreachable)
     assert gw.requests == 1  # one try: the workflow's retry policy decides the rest
+
+
+async def test_a_refused_connection_is_unreachable_with_the_aiohttp_client_too() -> None:
+    """openai's aiohttp client reports a refused connection as a connect *timeout*; it
+    was never sent all the same, so it is waited out, not failed after ~31 s."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1",
+        api_key="k",
+        max_retries=0,
+        http_client=DefaultAioHttpClient(),
+    )
+    async with c:
+        with pytest.raises(openai.APIError) as err:
+            await c.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert isinstance(llm.classify(err.value), GatewayUnreachable)
