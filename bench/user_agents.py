@@ -1,5 +1,6 @@
 """Per-user agents: the cost of idle agents, and message throughput and latency under
-concurrent users, workflow v1 against v2 in the same run.
+concurrent users, two workflow versions in the same run (default v2 against v3, whose
+fast path answers a message in the app as it arrives).
 
 On the real local stack (app and daprd as direct processes, the model server at
 zero latency, so model time is out of the numbers). Steps, in one run:
@@ -8,7 +9,7 @@ zero latency, so model time is out of the numbers). Steps, in one run:
    LiteLLM proxy from one ``asyncio`` client, ``--concurrent`` in flight: calls/s
    and CPU per call by process. Any message costs at least one such call, so
    this is the stack's ceiling for messages/s.
-2. For each version in ``--versions`` (default ``v1,v2``; the app is redeployed
+2. For each version in ``--versions`` (default ``v2,v3``; the app is redeployed
    between them with ``SWARMD_USER_AGENT_VERSION``, as an upgrade is):
    a warm-up user (code paths loaded) whose latency alone is the single-user
    baseline, then ``--concurrent`` fresh users each send one untimed message
@@ -23,7 +24,7 @@ zero latency, so model time is out of the numbers). Steps, in one run:
    message, answered by the new version (the upgrade keeps agents working).
 
     .venv/bin/python -m bench.user_agents [--users 1000] [--concurrent 50] [--messages 4]
-        [--versions v1,v2] [--profile]
+        [--versions v2,v3] [--profile]
 
 ``--profile`` records the app with py-spy during each version's concurrent phase
 (``bench/results/user_agents-<version>.pyspy``, collapsed stacks). Port offset:
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrent", type=int, default=50)
     ap.add_argument("--messages", type=int, default=4, help="messages per concurrent user")
     ap.add_argument("--idle-s", type=float, default=20.0, help="CPU sampling window when idle")
-    ap.add_argument("--versions", default="v1,v2", help="workflow versions, in deploy order")
+    ap.add_argument("--versions", default="v2,v3", help="workflow versions, in deploy order")
     ap.add_argument("--gateway-calls", type=int, default=400)
     ap.add_argument("--profile", action="store_true", help="py-spy the app (see above)")
     args = ap.parse_args(argv)

@@ -174,12 +174,28 @@ class Settings(BaseSettings):
     agent_templates_dir: Path | None = Field(
         None, description="Extra directory of user-agent role templates (*.yaml)"
     )
-    user_agent_version: Literal["v1", "v2"] = Field(
-        "v2",
+    user_agent_version: Literal["v1", "v2", "v3"] = Field(
+        "v3",
         description=(
-            "Workflow version new user-agent generations run (v1: roll back; both stay "
-            "registered, so agents on either keep working)"
+            "Workflow version new user-agent generations run (v3 answers messages in the "
+            "app as they arrive; v2/v1: roll back, the fast path is then off; every "
+            "version stays registered, so agents on any keep working)"
         ),
+    )
+    user_agent_lease_s: float = Field(
+        30.0,
+        ge=5,
+        le=3600,
+        description=(
+            "v3: how long an app process holds a user's turn lease past its last message "
+            "(a killed process's messages are answered by the workflow after this)"
+        ),
+    )
+    user_agent_linger_s: float = Field(
+        20.0,
+        ge=0,
+        le=3600,
+        description="v3: a user's fast-path worker frees its lease this long after its last turn",
     )
     user_input_guardrails: list[str] = Field(
         default_factory=list,

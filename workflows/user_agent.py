@@ -43,7 +43,7 @@ from dapr.ext.workflow._durabletask.task import TaskFailedError
 from pydantic import BaseModel, ConfigDict, Field
 
 from swarmd.agents.activities import BEGIN_TURN, FINISH_TURN, FIRE_JOB, POLL
-from swarmd.agents.turn import FAIL_TURN, TURN
+from swarmd.agents.turn import FAIL_TURN, SWEEP, TURN
 from swarmd.engine import names
 from swarmd.engine.models import AgentOutput, RetrySpec
 from swarmd.engine.retry import call_activity
@@ -144,6 +144,31 @@ def _next_at(
     return {sid: carried.get(sid) or next_fire(s, now).isoformat() for sid, s in schedules.items()}
 
 
+def _fire_due(
+    ctx: DaprWorkflowContext,
+    user: str,
+    listed: list[dict[str, Any]],
+    carried: dict[str, str],
+    retry: RetrySpec,
+) -> Generator[Any, Any, tuple[dict[str, str], list[str]]]:
+    """v2/v3: fire every schedule that is due (``fire_job`` each, in id order); the next
+    fire times and the ids fired."""
+    now = ctx.current_utc_datetime
+    schedules = {s["id"]: s for s in listed}
+    next_at = _next_at(schedules, carried, now)
+    due = sorted(sid for sid, t in next_at.items() if _aware(datetime.fromisoformat(t), now) <= now)
+    for sid in due:
+        yield from call_activity(
+            ctx,
+            FIRE_JOB,
+            {"user": user, "schedule_id": sid, "fire_at": next_at[sid]},
+            retry,
+            key=f"job/{sid}/{next_at[sid]}",
+        )
+        next_at[sid] = next_fire(schedules[sid], now).isoformat()
+    return next_at, due
+
+
 def user_agent_v2(
     ctx: DaprWorkflowContext, raw: dict[str, Any]
 ) -> Generator[Any, Any, dict[str, Any] | None]:
@@ -173,20 +198,7 @@ def user_agent_v2(
         if res["seq"] is not None:
             done = int(res["seq"])
         now = ctx.current_utc_datetime
-        schedules = {s["id"]: s for s in res["schedules"]}
-        next_at = _next_at(schedules, next_at, now)
-        due = sorted(
-            sid for sid, t in next_at.items() if _aware(datetime.fromisoformat(t), now) <= now
-        )
-        for sid in due:
-            yield from call_activity(
-                ctx,
-                FIRE_JOB,
-                {"user": user, "schedule_id": sid, "fire_at": next_at[sid]},
-                retry,
-                key=f"job/{sid}/{next_at[sid]}",
-            )
-            next_at[sid] = next_fire(schedules[sid], now).isoformat()
+        next_at, due = yield from _fire_due(ctx, user, res["schedules"], next_at, retry)
         if res["more"] or due:
             continue
         ctx.set_custom_status(json.dumps({"phase": "idle", "seq": None, "done": done}))
@@ -194,6 +206,61 @@ def user_agent_v2(
         if next_at:
             first = min(_aware(datetime.fromisoformat(t), now) for t in next_at.values())
             yield when_any([wake, ctx.create_timer(first)])
+            break  # a fresh generation: the timer still pending is dropped with the history
+        yield wake
+    ctx.continue_as_new(UserAgentState(user=user, done=done, next_at=next_at).model_dump())
+    return None
+
+
+def user_agent_v3(
+    ctx: DaprWorkflowContext, raw: dict[str, Any]
+) -> Generator[Any, Any, dict[str, Any] | None]:
+    """v3: the durable owner behind the fast path (``swarmd.agents.fastpath``).
+
+    Messages are answered in the app as they arrive by the process holding the
+    user's turn lease; this workflow answers (in ``sweep``) only what no live
+    process does, and while a process holds a valid lease it sweeps again when the
+    lease ends (a durable timer), so the messages of a process that died are
+    answered then. It fires schedules as v2 does, and continues as new after
+    ``STEPS_PER_GENERATION`` steps or after a wait with a timer pending.
+    """
+    st = UserAgentState.model_validate(raw)
+    user, done, next_at = st.user, st.done, dict(st.next_at)
+    retry = RetrySpec()
+    for _ in range(STEPS_PER_GENERATION):
+        ctx.set_custom_status(json.dumps({"phase": "sweep", "seq": done + 1, "done": done}))
+        try:
+            res = yield from call_activity(
+                ctx, SWEEP, {"user": user, "done": done}, retry, key=f"sweep/{done}"
+            )
+        except TaskFailedError as err:  # out of retries: the message fails, the agent goes on
+            failed = yield from call_activity(
+                ctx,
+                FAIL_TURN,
+                {"user": user, "seq": done + 1, "error": err.details.message, "leased": True},
+                retry,
+                key=f"fail/{done + 1}",
+            )
+            if failed["seq"] is None:
+                raise
+            done = max(done, int(failed["seq"]))
+            continue
+        if not res["exists"]:
+            return {"status": "deprovisioned", "done": done}
+        done = max(done, int(res["done"]))
+        now = ctx.current_utc_datetime
+        next_at, due = yield from _fire_due(ctx, user, res["schedules"], next_at, retry)
+        if res["more"] or due:
+            continue
+        ctx.set_custom_status(json.dumps({"phase": "idle", "seq": None, "done": done}))
+        timers = [_aware(datetime.fromisoformat(t), now) for t in next_at.values()]
+        if res["wait_s"] is not None:  # a process answers: look again when its lease ends
+            timers.append(now + timedelta(seconds=float(res["wait_s"])))
+            yield ctx.create_timer(min(timers))  # wake-ups meanwhile wait: the sweep reads all
+            continue
+        wake = ctx.wait_for_external_event(WAKE_EVENT)
+        if timers:
+            yield when_any([wake, ctx.create_timer(min(timers))])
             break  # a fresh generation: the timer still pending is dropped with the history
         yield wake
     ctx.continue_as_new(UserAgentState(user=user, done=done, next_at=next_at).model_dump())

@@ -28,12 +28,15 @@ from typing import Any
 
 from swarmd.activities.tools import LockFn
 from swarmd.agents.config import USER_ID_RE
+from swarmd.agents.lease import Lease
 from swarmd.engine.state import Op, StateStore
 from swarmd.errors import DependencyUnavailable
 
 MEMORY_AGENT = "assistant"
 LOCK_TTL_S = 60
 ENQUEUE_ATTEMPTS = 20
+#: what a new message does to the user's turn lease (see ``UserStore.enqueue``)
+LeaseFn = Callable[[Lease], "Lease | None"]
 WORKFLOW_PREFIX = "user-agent-"
 
 
@@ -122,6 +125,7 @@ class UserStore:
         text: str,
         kind: str,
         check: Callable[[dict[str, Any]], None] | None = None,
+        lease: LeaseFn | None = None,
         **extra: Any,
     ) -> dict[str, Any] | None:
         """Append a message to the user's inbox; its record, or None if the user has no
@@ -130,10 +134,15 @@ class UserStore:
         Lock-free: one read of the profile and the inbox counter, then one transaction
         that bumps the counter by compare-and-set on its ETag (so concurrent senders
         get distinct numbers) and rewrites the profile with its ETag (so nothing is
-        added once deprovisioning deleted it)."""
-        pkey, ckey = key(user, "profile"), key(user, "seq")
+        added once deprovisioning deleted it).
+
+        With ``lease`` (v3's fast path), the user's turn lease is read with them and
+        ``lease(current)`` says what to write with the message (compare-and-set on its
+        ETag too); the record gets ``lease`` (what was written, or None) and ``lease_was``."""
+        pkey, ckey, lkey = key(user, "profile"), key(user, "seq"), key(user, "lease")
+        keys = [pkey, ckey, lkey] if lease is not None else [pkey, ckey]
         for attempt in range(ENQUEUE_ATTEMPTS):
-            snap = await self.state.get_many([pkey, ckey])
+            snap = await self.state.get_many(keys)
             profile, counter = snap[pkey], snap[ckey]
             if profile.value is None:
                 return None
@@ -158,8 +167,17 @@ class UserStore:
                 Op(ckey, seq, etag=counter.etag, create=counter.etag is None),
                 Op(key(user, "msg", seq), msg),
             ]
+            was, taken = None, None
+            if lease is not None:
+                le = snap[lkey]
+                was = Lease.of(le.value)
+                taken = lease(was)
+                if taken is not None:
+                    ops.append(Op(lkey, taken.dump(), etag=le.etag, create=le.etag is None))
+                    if taken.done == seq - 1:  # next in line: its turn starts right away
+                        msg.update(status="running", started_at=msg["created_at"])
             if await self.state.transact(ops):
-                return msg
+                return {**msg, "lease": taken, "lease_was": was} if lease is not None else msg
             await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # another sender won
         raise DependencyUnavailable(f"inbox of {user!r}: too many concurrent senders, retry")
 
@@ -174,7 +192,8 @@ class UserStore:
     async def all_keys(self, user: str) -> list[str]:
         """Every state key this user may have."""
         seq = int(await self.get(user, "seq") or 0)
-        fixed = [key(user, p) for p in ("profile", "seq", "memory", "schedules", "usage", "index")]
+        parts = ("profile", "seq", "memory", "schedules", "usage", "index", "lease")
+        fixed = [key(user, p) for p in parts]
         msgs = [key(user, "msg", i) for i in range(1, seq + 1)]
         journals = [key(user, "turn", i) for i in range(1, seq + 1)]  # v2's per-turn journal
         return [*fixed, *msgs, *journals, *await self.index(user)]

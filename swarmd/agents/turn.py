@@ -44,6 +44,7 @@ from dapr.ext.workflow import WorkflowActivityContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from swarmd.agents.config import Baseline, Effective, Template
+from swarmd.agents.lease import SAFETY_S, WORKFLOW, Lease
 from swarmd.agents.notify import notify
 from swarmd.agents.rules import FINAL, agent_input, check_turn, remembered, reply_fields
 from swarmd.agents.store import MEMORY_AGENT, key, message_id, now_iso, today, usage_plus
@@ -55,6 +56,11 @@ from swarmd.workflows.agent_loop import Conversation
 
 TURN = names.USER_AGENT_TURN
 FAIL_TURN = names.USER_AGENT_FAIL_TURN
+SWEEP = names.USER_AGENT_SWEEP
+#: the workflow version whose sweep watches the turn lease (the fast path needs it)
+VERSION = "v3"
+#: messages one ``sweep`` answers before the workflow takes a step (history stays small)
+SWEEP_TURNS = 20
 #: how often the end-of-turn transaction is re-read and retried when an ETag moved
 COMMIT_ATTEMPTS = 8
 
@@ -78,6 +84,8 @@ class FailRequest(BaseModel):
     user: str
     seq: int = Field(ge=1)
     error: str
+    #: v3: the message is the one after the lease's ``done`` (at least ``seq``)
+    leased: bool = False
 
 
 class TurnResult(BaseModel):
@@ -89,6 +97,22 @@ class TurnResult(BaseModel):
     seq: int | None = None
     status: str | None = None
     #: a later message was already in the inbox when the turn started
+    more: bool = False
+    #: v3: the answerer does not (or no longer) hold the turn lease; nothing was stored
+    lost: bool = False
+
+
+class SweepResult(BaseModel):
+    """Output of ``sweep`` (v3)."""
+
+    model_config = ConfigDict(extra="forbid")
+    exists: bool
+    schedules: list[dict[str, Any]] = Field(default_factory=list)
+    #: the last message that reached a final status
+    done: int = 0
+    #: an app process holds a valid lease: sweep again after this many seconds
+    wait_s: float | None = None
+    #: more messages may be waiting: sweep again now
     more: bool = False
 
 
@@ -156,19 +180,54 @@ class _Keys:
         self.memory = key(user, "memory")
         self.index = key(user, "index")
         self.journal = key(user, "turn", seq)
+        self.lease = key(user, "lease")
 
     def all(self) -> list[str]:
         return list(vars(self).values())
 
 
-def make_turn_activities(
-    state: StateStore,
-    baseline: Baseline,
-    templates: dict[str, Template],
-    llm: LLMFn,
-    tool: ToolFn,
-) -> dict[str, Activity]:
-    """``turn`` and ``fail_turn`` around the clients the entrypoint made."""
+class Held:
+    """The turn lease as this answerer last wrote or read it (v3; see
+    :mod:`swarmd.agents.lease`): the end-of-turn transaction is guarded by its ETag."""
+
+    def __init__(self, owner: str, lease: Lease, etag: str | None) -> None:
+        self.owner = owner
+        self.lease = lease
+        self.etag = etag
+
+
+AnswerFn = Callable[[WorkflowActivityContext, str, int, "Held | None"], Awaitable["TurnResult"]]
+
+
+class Turns:
+    """One user's turn, answered by whoever holds the turn lease (v3), or by the v2
+    workflow's ``turn`` activity (no lease). Built around the clients of one event loop:
+    the workflow worker's (activities) or the API's (the fast path)."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        baseline: Baseline,
+        templates: dict[str, Template],
+        llm: LLMFn,
+        tool: ToolFn,
+        lease_s: float,
+    ) -> None:
+        self.state, self.baseline, self.templates = state, baseline, templates
+        self.llm, self.tool, self.lease_s = llm, tool, lease_s
+        self.answer, self.activities = _build(self)
+
+
+def _build(t: Turns) -> tuple[AnswerFn, dict[str, Activity]]:
+    """The closures of :class:`Turns` around its clients."""
+    state, baseline, templates, llm, tool, lease_s = (
+        t.state,
+        t.baseline,
+        t.templates,
+        t.llm,
+        t.tool,
+        t.lease_s,
+    )
 
     async def run_agent(
         ctx: WorkflowActivityContext, inp: AgentInput, seq: int, journal: CallJournal
@@ -213,9 +272,11 @@ def make_turn_activities(
         out: AgentOutput,
         snap: dict[str, Entry] | None,
         msg: dict[str, Any] | None,
+        held: Held | None = None,
     ) -> dict[str, Any] | None:
-        """Store the turn's end in one transaction guarded by the profile's ETag; the
-        message as it ended (None: the user or the message is gone)."""
+        """Store the turn's end in one transaction guarded by the profile's ETag (and,
+        with ``held``, the lease's: its ``done`` moves to ``seq``); the message as it
+        ended (None: the user or the message is gone, or the lease was lost)."""
         fields = reply_fields(out)
         for _ in range(COMMIT_ATTEMPTS):
             k = _Keys(user, seq, today())
@@ -224,6 +285,11 @@ def make_turn_activities(
                 msg = snap[k.msg].value
                 if msg is not None and msg["status"] in FINAL:
                     return dict(msg)  # another execution of this turn ended it
+                if held is not None:
+                    lease = Lease.of(snap[k.lease].value)
+                    if lease.owner != held.owner:
+                        return None  # lost: whoever holds it now answers this message
+                    held.lease, held.etag = lease, snap[k.lease].etag
             profile = snap[k.profile]
             if profile.value is None or msg is None:
                 return None
@@ -244,38 +310,88 @@ def make_turn_activities(
                     Op(k.index, [*indexed, k.usage_day], etag=index.etag, create=index.etag is None)
                 )
             ops.append(Op(k.journal, delete=True))
+            if held is not None:
+                moved = held.lease.model_copy(update={"done": max(held.lease.done, seq)})
+                ops.append(Op(k.lease, moved.dump(), etag=held.etag, create=held.etag is None))
             if await state.transact(ops):
+                if held is not None:
+                    held.lease, held.etag = moved, None  # the new ETag is unknown: re-read
                 return ended
             snap = None  # an ETag moved (a PATCH, a memory tool's index entry): re-read
         raise RetryableActivityError(f"turn m{seq} of {user!r}: its records kept changing")
 
-    async def turn(ctx: WorkflowActivityContext, raw: dict[str, Any]) -> dict[str, Any]:
-        req = TurnRequest.model_validate(raw)
-        user, seq = req.user, req.done + 1
-        k = _Keys(user, seq, today())
-        snap = await state.get_many(k.all())
-        raw_profile = snap[k.profile].value
-        if raw_profile is None:
-            return TurnResult(exists=False).model_dump()
-        schedules = list((snap[k.schedules].value or {}).values())
-        latest = int(snap[k.counter].value or 0)
+    def advance(k: _Keys, held: Held | None, seq: int) -> list[Op]:
+        """The lease's ``done`` moved to ``seq``, in the same transaction (v3)."""
+        if held is None or held.lease.done >= seq:
+            return []
+        moved = held.lease.model_copy(update={"done": seq})
+        return [Op(k.lease, moved.dump(), etag=held.etag, create=held.etag is None)]
+
+    async def keepalive(user: str, held: Held) -> None:
+        """Extend ``held``'s lease every third of a lease while a turn runs (a long model
+        call or tool): nobody takes a valid lease, so nobody makes the call again."""
+        lkey = key(user, "lease")
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            e = (await state.get_many([lkey]))[lkey]
+            lease = Lease.of(e.value)
+            if lease.owner != held.owner:
+                return
+            longer = lease.taken(held.owner, lease_s)
+            if await state.transact([Op(lkey, longer.dump(), etag=e.etag)]):
+                held.lease, held.etag = longer, None  # the commit re-reads for the ETag
+
+    async def answer(
+        ctx: WorkflowActivityContext, user: str, done: int, held: Held | None = None
+    ) -> TurnResult:
+        """Answer the message after ``done``, if there is one. With ``held`` (v3) only
+        while ``held.owner`` holds the turn lease (``lost`` otherwise); ``done`` is then
+        at least the lease's. Without (the v2 ``turn`` activity) never while an app
+        process holds a valid lease: that process answers."""
+        while True:
+            seq = done + 1
+            k = _Keys(user, seq, today())
+            snap = await state.get_many(k.all())
+            raw_profile = snap[k.profile].value
+            if raw_profile is None:
+                return TurnResult(exists=False)
+            schedules = list((snap[k.schedules].value or {}).values())
+            latest = int(snap[k.counter].value or 0)
+            le = snap[k.lease]
+            lease = Lease.of(le.value)
+            if held is not None:
+                if lease.done > done:
+                    done = lease.done
+                    continue
+                if not lease.held_by(held.owner):
+                    return TurnResult(exists=True, schedules=schedules, lost=True)
+                held.lease, held.etag = lease, le.etag
+            elif lease.owner not in (None, WORKFLOW) and lease.valid():
+                return TurnResult(exists=True, schedules=schedules)  # a process answers
+            elif lease.watched is not None:  # a v2 generation: no fast path until v3 sweeps
+                await state.transact(
+                    [Op(k.lease, lease.model_copy(update={"watched": None}).dump(), etag=le.etag)]
+                )
+            break
         entry = snap[k.msg]
         if entry.value is None:
-            return TurnResult(exists=True, schedules=schedules, more=latest > req.done).model_dump()
+            return TurnResult(exists=True, schedules=schedules, more=latest > done)
         msg = dict(entry.value)
 
-        def result(status: str) -> dict[str, Any]:
+        def result(status: str) -> TurnResult:
             return TurnResult(
                 exists=True, schedules=schedules, seq=seq, status=status, more=latest > seq
-            ).model_dump()
+            )
 
         if msg["status"] in FINAL:  # a re-execution after the turn was stored
+            if ops := advance(k, held, seq):
+                await state.transact(ops)  # best effort: the next commit moves it anyway
             return result(msg["status"])
         used = (snap[k.usage_day].value or {}).get("tokens", 0)
         eff = check_turn(baseline, templates, raw_profile, msg, used)
         if not isinstance(eff, Effective):
             msg.update(eff)
-            if not await state.transact([Op(k.msg, msg, etag=entry.etag)]):
+            if not await state.transact([Op(k.msg, msg, etag=entry.etag), *advance(k, held, seq)]):
                 raise RetryableActivityError(f"message m{seq} of {user!r} changed under its turn")
             notify(user, seq, msg)
             return result(msg["status"])
@@ -285,26 +401,90 @@ def make_turn_activities(
                 raise RetryableActivityError(f"message m{seq} of {user!r} changed under its turn")
         inp = agent_input(user, eff, snap[k.memory].value or [], msg["text"])
         journal = CallJournal(state, k.journal, (snap[k.journal].value or {}).get("calls") or {})
-        out = await run_agent(ctx, inp, seq, journal)
-        ended = await end_turn(user, seq, out, snap, msg)
+        keeper = asyncio.create_task(keepalive(user, held)) if held is not None else None
+        try:
+            out = await run_agent(ctx, inp, seq, journal)
+        finally:
+            if keeper is not None:
+                keeper.cancel()
+        ended = await end_turn(user, seq, out, snap, msg, held)
         if ended is None:
-            return result("skip")
+            return result("skip").model_copy(update={"lost": held is not None})
         notify(user, seq, ended)
         return result(ended["status"])
 
+    async def turn(ctx: WorkflowActivityContext, raw: dict[str, Any]) -> dict[str, Any]:
+        req = TurnRequest.model_validate(raw)
+        res = await answer(ctx, req.user, req.done)
+        return res.model_dump(exclude={"lost"})
+
+    async def sweep(ctx: WorkflowActivityContext, raw: dict[str, Any]) -> dict[str, Any]:
+        """v3's step: answer what no live app process is answering, as the lease's
+        ``workflow`` owner; report when to look again (``wait_s``: a process holds a
+        valid lease) and whether more is waiting."""
+        req = TurnRequest.model_validate(raw)
+        user, done = req.user, req.done
+        keys = [key(user, p) for p in ("profile", "seq", "schedules", "lease")]
+        for _ in range(SWEEP_TURNS):
+            snap = await state.get_many(keys)
+            if snap[keys[0]].value is None:
+                return SweepResult(exists=False, done=done).model_dump()
+            schedules = list((snap[keys[2]].value or {}).values())
+            counter, le = snap[keys[1]], snap[keys[3]]
+            latest, lease = int(counter.value or 0), Lease.of(le.value)
+            done = max(done, lease.done)
+            watched = lease.model_copy(update={"watched": VERSION})
+            if lease.owner not in (None, WORKFLOW) and lease.valid():  # an app process answers
+                if lease.watched != VERSION:
+                    await state.transact([Op(keys[3], watched.dump(), etag=le.etag)])
+                    continue
+                wait = lease.left_s() + SAFETY_S
+                return SweepResult(
+                    exists=True, schedules=schedules, done=done, wait_s=wait
+                ).model_dump()
+            if latest <= done:  # nothing to answer: free the lease unless a message came
+                if lease.owner is None and lease.watched == VERSION:
+                    return SweepResult(exists=True, schedules=schedules, done=done).model_dump()
+                ops = [
+                    Op(keys[3], watched.released().dump(), etag=le.etag, create=le.etag is None),
+                    Op(keys[1], counter.value or 0, etag=counter.etag, create=counter.etag is None),
+                ]
+                if await state.transact(ops):
+                    return SweepResult(exists=True, schedules=schedules, done=done).model_dump()
+                continue
+            if not watched.held_by(WORKFLOW):
+                mine = watched.taken(WORKFLOW, lease_s)
+                ops = [Op(keys[3], mine.dump(), etag=le.etag, create=le.etag is None)]
+                if not await state.transact(ops):
+                    continue
+            res = await answer(ctx, user, done, Held(WORKFLOW, watched, None))
+            if not res.exists:
+                return SweepResult(exists=False, done=done).model_dump()
+            if res.seq is not None:
+                done = max(done, res.seq)
+        return SweepResult(exists=True, done=done, more=True).model_dump()
+
     async def fail_turn(_: WorkflowActivityContext, raw: dict[str, Any]) -> dict[str, Any]:
         req = FailRequest.model_validate(raw)
-        k = _Keys(req.user, req.seq, today())
+        seq = req.seq
+        if req.leased:  # v3: the message the lease is at, whatever the workflow knew
+            lkey = key(req.user, "lease")
+            seq = max(seq, Lease.of(await state.get(lkey)).done + 1)
+        k = _Keys(req.user, seq, today())
         snap = await state.get_many(k.all())
         msg = snap[k.msg].value
         if msg is None or msg["status"] in FINAL:
-            return {"seq": req.seq if msg is not None else None, "status": "skip"}
+            return {"seq": seq if msg is not None else None, "status": "skip"}
+        held = None
+        if req.leased:
+            held = Held(WORKFLOW, Lease.of(snap[k.lease].value), snap[k.lease].etag)
+            held.lease = held.lease.taken(WORKFLOW, lease_s)  # ours: the sweep took it
         journal = CallJournal(state, k.journal, (snap[k.journal].value or {}).get("calls") or {})
         out = AgentOutput.failed(MEMORY_AGENT, req.error, usage=journal.usage())
-        ended = await end_turn(req.user, req.seq, out, snap, dict(msg))
+        ended = await end_turn(req.user, seq, out, snap, dict(msg), held)
         if ended is None:
-            return {"seq": req.seq, "status": "skip"}
-        notify(req.user, req.seq, ended)
-        return {"seq": req.seq, "status": ended["status"]}
+            return {"seq": seq, "status": "skip"}
+        notify(req.user, seq, ended)
+        return {"seq": seq, "status": ended["status"]}
 
-    return {TURN: turn, FAIL_TURN: fail_turn}
+    return answer, {TURN: turn, FAIL_TURN: fail_turn, SWEEP: sweep}

@@ -34,6 +34,8 @@ from swarmd.agents.config import (
     check_user_id,
     effective,
 )
+from swarmd.agents.fastpath import accept, still_watched
+from swarmd.agents.lease import Lease
 from swarmd.agents.store import (
     UserStore,
     instance_id,
@@ -468,8 +470,24 @@ async def post_message(
         if body.skill is not None and body.skill not in Profile.model_validate(raw_profile).skills:
             raise NotFound(f"skill: user has no skill named {body.skill!r}", field="skill")
 
+    fast = c.services.fast_path  # None: v1/v2, the workflow answers every message
+    wake = fast is None
+
+    def lease(current: Lease) -> Lease | None:
+        nonlocal wake
+        assert fast is not None
+        taken, wake = accept(fast, current)
+        return taken
+
     async def enqueue() -> dict[str, Any] | None:
-        return await c.store.enqueue(user_id, body.text, "user", check=check, skill=body.skill)
+        return await c.store.enqueue(
+            user_id,
+            body.text,
+            "user",
+            check=check,
+            lease=lease if fast is not None else None,
+            skill=body.skill,
+        )
 
     if caller.user is None:
         msg = await enqueue()
@@ -485,7 +503,11 @@ async def post_message(
             msg = await enqueue()
     if msg is None:
         raise not_found_agent(user_id)
-    await c.wake(user_id)
+    if fast is not None and msg["lease"] is not None:  # this process answers it, now
+        fast.kick(user_id, msg["lease"].done)
+        wake = not still_watched(fast, msg["lease_was"])
+    if wake:
+        await c.wake(user_id)
     return {"message_id": msg["message_id"], "status": msg["status"], "seq": msg["seq"]}
 
 

@@ -32,6 +32,7 @@ from dapr.ext.workflow.aio import DaprWorkflowClient
 from fastapi import Depends, Query, Request
 
 from swarmd.agents.config import Baseline, Template
+from swarmd.agents.fastpath import FastPath
 from swarmd.agents.store import UserStore
 from swarmd.config import Settings
 from swarmd.engine.catalog import CURSOR_RE, AgentCatalog, RunCatalog
@@ -89,6 +90,8 @@ class Services:
     workflows: DaprWorkflowClient | None = None
     locks: LockManager | None = None
     users: UserStore | None = None
+    #: v3's fast path (SWARMD_USER_AGENT_VERSION=v3), else None
+    fast_path: FastPath | None = None
     ready: bool = False
 
 

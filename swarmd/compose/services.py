@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import grpc
 import httpx
 from dapr.ext.workflow import WorkflowRuntime
 from dapr.ext.workflow.aio import DaprWorkflowClient
@@ -30,11 +31,12 @@ from opentelemetry.trace import Tracer
 from swarmd.activities.llm import LLMObserver
 from swarmd.activities.sandbox import Sandbox, SandboxLimits
 from swarmd.activities.tools import ToolDeps
-from swarmd.agents.config import load_baseline, load_templates
-from swarmd.agents.store import UserStore
+from swarmd.agents.config import Baseline, Template, load_baseline, load_templates
+from swarmd.agents.fastpath import FastPath
+from swarmd.agents.store import UserStore, instance_id
 from swarmd.api.deps import Services
 from swarmd.compose.grpc_limits import raise_client_limit
-from swarmd.compose.worker import build_worker, sdk_logger_options
+from swarmd.compose.worker import build_worker, fast_path_turns, sdk_logger_options
 from swarmd.config import Settings
 from swarmd.engine.catalog import AgentCatalog, RunCatalog
 from swarmd.engine.dapr import DaprClient
@@ -54,6 +56,7 @@ from swarmd.identity.service import Identity
 from swarmd.metrics import Metrics
 from swarmd.slack.frontdoor import FrontDoor
 from swarmd.telemetry import propagate_to_dapr
+from swarmd.workflows.user_agent import WAKE_EVENT
 
 log = logging.getLogger("swarmd.engine")
 
@@ -89,6 +92,7 @@ class _Worker:
         self.pulse = Pulse()
         self._pulse_task: asyncio.Task[None] | None = None
         self.sandbox: Sandbox | None = None
+        self.fast_path: FastPath | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -138,6 +142,9 @@ class _Worker:
             )
             raise_client_limit(client, s.grpc_max_message_mib)
             propagate_to_dapr(client)  # runs' traces continue in daprd
+            if s.user_agent_version == "v3":
+                self.fast_path = self._fast_path(client, deps, config)
+                self.services.fast_path = self.fast_path
             self.services.users = users
             self.services.workflows = client
             self.services.ready = True
@@ -145,6 +152,28 @@ class _Worker:
         except Exception:
             log.exception("workflow engine failed to start")
             raise
+
+    def _fast_path(
+        self,
+        client: DaprWorkflowClient,
+        deps: ToolDeps,
+        config: tuple[Baseline, dict[str, Template]],
+    ) -> FastPath:
+        """v3's fast path, on the API's loop with its own LLM client."""
+        s = self.settings
+        llm = AsyncOpenAI(
+            base_url=s.llm_base_url,
+            api_key=s.llm_api_key.get_secret_value(),
+            max_retries=0,
+            timeout=s.llm_timeout_s,
+        )
+
+        async def wake(user: str) -> None:
+            with contextlib.suppress(grpc.RpcError):  # ended/absent: its next start sweeps
+                await client.raise_workflow_event(instance_id(user), WAKE_EVENT, data=None)
+
+        turns = fast_path_turns(s, llm, deps, self.state, config, self.obs)
+        return FastPath(turns, wake, s.user_agent_linger_s)
 
     async def _start_locks(self) -> None:
         """Register this process as a lock owner (heartbeat) before it can take a lock."""
@@ -162,6 +191,8 @@ class _Worker:
     async def stop(self) -> None:
         if self._pulse_task is not None:
             self._pulse_task.cancel()
+        if self.fast_path is not None:
+            await self.fast_path.close()
         if self.runtime is not None:
             await asyncio.to_thread(self.runtime.shutdown)
         if self.locks is not None:

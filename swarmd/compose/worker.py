@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from dapr.ext.workflow import WorkflowActivityContext, WorkflowRuntime
@@ -39,7 +39,7 @@ from swarmd.activities.tools import ToolDeps, make_call_tool
 from swarmd.agents.activities import make_activities as make_user_agent_activities
 from swarmd.agents.config import Baseline, Template
 from swarmd.agents.store import UserStore
-from swarmd.agents.turn import make_turn_activities
+from swarmd.agents.turn import Turns
 from swarmd.compose.grpc_limits import raise_worker_limit
 from swarmd.config import Settings
 from swarmd.engine import names
@@ -57,7 +57,7 @@ from swarmd.workflows.debate import debate
 from swarmd.workflows.pipeline import pipeline
 from swarmd.workflows.scatter_gather import scatter_gather
 from swarmd.workflows.supervisor import supervisor
-from swarmd.workflows.user_agent import user_agent, user_agent_v2
+from swarmd.workflows.user_agent import user_agent, user_agent_v2, user_agent_v3
 
 Workflow = Callable[..., Any]
 
@@ -82,7 +82,7 @@ WORKFLOWS: dict[str, list[tuple[str, Workflow]]] = {
     names.DEBATE: [("v1", debate), ("v2", engine_v2(debate))],
     names.PIPELINE: [("v1", pipeline), ("v2", engine_v2(pipeline))],
     names.AGENT_LOOP: [("v1", agent_loop)],
-    names.USER_AGENT: [("v1", user_agent), ("v2", user_agent_v2)],
+    names.USER_AGENT: [("v1", user_agent), ("v2", user_agent_v2), ("v3", user_agent_v3)],
 }
 
 
@@ -166,6 +166,41 @@ def sdk_logger_options(settings: Settings) -> LoggerOptions:
     return LoggerOptions(log_level=settings.sdk_log_level, log_handler=handler)
 
 
+def user_turns(
+    settings: Settings,
+    llm_client: AsyncOpenAI,
+    state: StateStore,
+    agent_config: tuple[Baseline, dict[str, Template]],
+    obs: LLMObserver,
+    call_tool: Callable[[WorkflowActivityContext, dict[str, Any]], Awaitable[dict[str, Any]]],
+) -> Turns:
+    """The user agents' turns around one event loop's LLM client: the worker's (its
+    activities) or the API's (the v3 fast path)."""
+
+    async def user_llm(ctx: WorkflowActivityContext, req: LLMRequest) -> LLMResult:
+        async def once() -> dict[str, Any]:
+            return (await complete(llm_client, req, None, obs, ctx.workflow_id)).model_dump()
+
+        # a gateway restart is waited out, not a failed message (chaos: 14 lost)
+        return LLMResult.model_validate(await past_gateway_outages(once))
+
+    baseline, templates = agent_config
+    return Turns(state, baseline, templates, user_llm, call_tool, settings.user_agent_lease_s)
+
+
+def fast_path_turns(
+    settings: Settings,
+    llm_client: AsyncOpenAI,
+    tool_deps: ToolDeps,
+    state: StateStore,
+    agent_config: tuple[Baseline, dict[str, Template]],
+    obs: LLMObserver,
+) -> Turns:
+    """The turns the v3 fast path runs on the API's event loop (its own LLM client)."""
+    call_tool = traced_tool(make_call_tool(tool_deps), obs)
+    return user_turns(settings, llm_client, state, agent_config, obs, call_tool)
+
+
 def build_worker(
     settings: Settings,
     llm_client: AsyncOpenAI,
@@ -218,21 +253,9 @@ def build_worker(
     for name, fn in make_user_agent_activities(users, baseline, templates).items():
         reg.activity(name, fn)  # v1's, for generations started before the upgrade
 
-    async def user_llm(ctx: WorkflowActivityContext, req: LLMRequest) -> LLMResult:
-        async def once() -> dict[str, Any]:
-            return (await complete(llm_client, req, None, obs, ctx.workflow_id)).model_dump()
-
-        async def make() -> dict[str, Any]:
-            # a gateway restart is waited out, not a failed message (chaos: 14 lost)
-            return await past_gateway_outages(once)
-
-        if req.call_key is None:
-            return LLMResult.model_validate(await make())
-        fp = {"model": req.model, "messages": req.messages, "tools": req.tools}
-        return LLMResult.model_validate(await journal.once(req.run_id, req.call_key, fp, make))
-
-    for name, fn in make_turn_activities(state, baseline, templates, user_llm, call_tool).items():
-        reg.activity(name, fn)  # v2's turn
+    turns = user_turns(settings, llm_client, state, agent_config, obs, call_tool)
+    for name, fn in turns.activities.items():
+        reg.activity(name, fn)  # v2's turn, v3's sweep
     for module in settings.plugins:
         importlib.import_module(module).register(reg)
     return rt

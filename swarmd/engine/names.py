@@ -28,7 +28,9 @@ USER_AGENT_BEGIN_TURN: Final = "swarmd.user_agent.begin_turn"  # v1
 USER_AGENT_FINISH_TURN: Final = "swarmd.user_agent.finish_turn"  # v1
 USER_AGENT_FIRE_JOB: Final = "swarmd.user_agent.fire_job"  # v1, v2
 USER_AGENT_TURN: Final = "swarmd.user_agent.turn"  # v2: a whole turn in one activity
-USER_AGENT_FAIL_TURN: Final = "swarmd.user_agent.fail_turn"  # v2: a turn out of retries
+USER_AGENT_FAIL_TURN: Final = "swarmd.user_agent.fail_turn"  # v2, v3: a turn out of retries
+#: v3: answer what no live app process answers (the fast path's durable owner)
+USER_AGENT_SWEEP: Final = "swarmd.user_agent.sweep"
 
 # External events
 #: wakes a user's agent workflow (a message or schedule arrived)

@@ -104,8 +104,8 @@ def redeploy(stack: Stack, user_agent_version: str) -> None:
 def v1_stack(stack: Stack) -> Iterator[Stack]:
     redeploy(stack, "v1")
     yield stack
-    stack.app_env.pop("SWARMD_USER_AGENT_VERSION", None)  # back to the default for the others
-    redeploy(stack, "v2")
+    redeploy(stack, "v3")  # the default, for the others
+    stack.app_env.pop("SWARMD_USER_AGENT_VERSION", None)
 
 
 def test_a_user_agent_started_on_v1_keeps_working_after_the_upgrade(
@@ -142,13 +142,13 @@ def test_a_user_agent_started_on_v1_keeps_working_after_the_upgrade(
         lambda: api.get(f"/v1/agents/{user}/messages/{mid}").json()["status"] == "running",
         what="the v1 turn to start",
     )
-    redeploy(stack, "v2")  # the deploy: v2 becomes what new generations run
+    redeploy(stack, "v3")  # the deploy: v3 (and its fast path) is what new generations run
     model_server.put("/_control/faults", json=[])
     answered(mid)  # finished by its v1 generation (its agent-loop child is there)
     assert api.get(f"/v1/runs/user-agent-{user}.t2").status_code == 200
 
     calls = calls_since(user=user)
-    third = answered(send("third, on v2"))
+    third = answered(send("third, on v3"))
     assert api.get(f"/v1/runs/user-agent-{user}.t3").status_code == 404  # no child on v2
     assert len([c for c in calls() if c["status"] == 200]) == 1  # one model call, once
     usage = api.get(f"/v1/agents/{user}/usage").json()["today"]
@@ -157,7 +157,7 @@ def test_a_user_agent_started_on_v1_keeps_working_after_the_upgrade(
     assert [m["content"] for m in mem if m["role"] == "user"] == [
         "first, on v1",
         "second, in flight across the upgrade",
-        "third, on v2",
+        "third, on v3",
     ]
     report = api.delete(f"/v1/agents/{user}").json()
     assert report["clean"] is True, report
