@@ -159,13 +159,15 @@ class _Worker:
         deps: ToolDeps,
         config: tuple[Baseline, dict[str, Template]],
     ) -> FastPath:
-        """v3's fast path, on the API's loop with its own LLM client."""
+        """v3's fast path, on the API's loop with its own LLM client (its aiohttp session
+        opens on first use, on that loop)."""
         s = self.settings
         llm = AsyncOpenAI(
             base_url=s.llm_base_url,
             api_key=s.llm_api_key.get_secret_value(),
             max_retries=0,
             timeout=s.llm_timeout_s,
+            http_client=DefaultAioHttpClient() if s.llm_http == "aiohttp" else None,
         )
 
         async def wake(user: str) -> None:
