@@ -174,7 +174,7 @@ class _Worker:
             with contextlib.suppress(grpc.RpcError):  # ended/absent: its next start sweeps
                 await client.raise_workflow_event(instance_id(user), WAKE_EVENT, data=None)
 
-        turns = fast_path_turns(s, llm, deps, self.state, config, self.obs)
+        turns = fast_path_turns(s, llm, deps, StateStore(self.dapr), config, self.obs)
         return FastPath(turns, wake, s.user_agent_linger_s)
 
     async def _start_locks(self) -> None:
