@@ -160,6 +160,16 @@ class TooManyRequests(RequestError):
         super().__init__(message, limit=limit, retry_after_s=round(retry_after_s, 3), **extra)
         self.retry_after_s = retry_after_s
 
+    @classmethod
+    def in_flight(cls, what: str, user: str, limit: int, retry_after_s: float) -> TooManyRequests:
+        """``user`` already has ``limit`` ``what`` (runs, turns) in flight."""
+        return cls(
+            f"user {user!r} has {limit} {what} in flight (the limit per user); "
+            "retry when one has finished",
+            retry_after_s=retry_after_s,
+            limit=f"{what.replace(' ', '_')}_in_flight",
+        )
+
 
 class NotConfigured(RequestError):
     status_code = 404

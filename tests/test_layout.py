@@ -15,7 +15,8 @@ MAPPED = {"swarmd.workflows": "workflows", "swarmd.activities": "activities"}
 MAPPED["swarmd.watchdog"] = "watchdog"
 #: layers above the engine (swarmd.engine must not import them)
 OUTER = ("swarmd.api", "swarmd.agents", "swarmd.workflows", "swarmd.activities")
-OUTER += ("swarmd.devstack", "swarmd.compose", "swarmd.watchdog")
+OUTER += ("swarmd.devstack", "swarmd.compose", "swarmd.watchdog", "swarmd.identity")
+OUTER += ("swarmd.slack",)
 
 
 @pytest.mark.parametrize("package", sorted(MAPPED))

@@ -65,9 +65,10 @@ from swarmd.errors import (
     DependencyUnavailable,
     NotFound,
     RunConflict,
+    TooManyRequests,
     ValidationFailed,
 )
-from swarmd.identity.limits import busy, turns_in_flight
+from swarmd.identity.limits import turns_in_flight
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(authenticate)])
 
@@ -499,7 +500,9 @@ async def post_message(
             read = partial(c.store.get, user_id, "msg")
             limit = settings.user_max_turns
             if await turns_in_flight(seq, read, limit) >= limit:
-                raise busy("turns", user_id, limit, settings)
+                raise TooManyRequests.in_flight(
+                    "turns", user_id, limit, settings.user_busy_retry_after_s
+                )
             msg = await enqueue()
     if msg is None:
         raise not_found_agent(user_id)

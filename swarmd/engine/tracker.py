@@ -46,8 +46,7 @@ from swarmd.config import Settings
 from swarmd.engine.dapr import DaprClient
 from swarmd.engine.models import Progress, Usage
 from swarmd.engine.status import ENDED
-from swarmd.errors import DependencyUnavailable
-from swarmd.identity.limits import busy
+from swarmd.errors import DependencyUnavailable, TooManyRequests
 from swarmd.metrics import Metrics
 
 log = logging.getLogger("swarmd.engine.tracker")
@@ -158,7 +157,9 @@ class RunTracker:
             if max_per_user is not None and user is not None:
                 mine = sum(1 for e in index.values() if (e or {}).get("user") == user)
                 if mine >= max_per_user:
-                    raise busy("runs", str(user), max_per_user, self.settings)
+                    raise TooManyRequests.in_flight(
+                        "runs", str(user), max_per_user, self.settings.user_busy_retry_after_s
+                    )
             return {**index, run_id: entry}
 
         await self._update_index(add)

@@ -112,12 +112,3 @@ async def turns_in_flight(
             break
         n += 1
     return n
-
-
-def busy(what: str, user: str, limit: int, settings: Settings) -> TooManyRequests:
-    return TooManyRequests(
-        f"user {user!r} has {limit} {what} in flight (the limit per user); "
-        "retry when one has finished",
-        retry_after_s=settings.user_busy_retry_after_s,
-        limit=f"{what.replace(' ', '_')}_in_flight",
-    )
