@@ -83,18 +83,23 @@ class LiveProgress:
             self._indexed.add(run_id)
             if len(self._indexed) > 10_000:
                 self._indexed.clear()
-        for _ in range(20):
-            item = await self.sc.get(key)
-            have = _groups(item.value)
+
+        def merge(value: Any) -> dict[str, Any] | None:
+            have = _groups(value)
             merged = {**have}
             for g, n in counts.items():
                 merged[g] = max(have.get(g, 0), n)
             if merged == have:
-                return
-            value = {"g": merged, "t": int(time.time() * 1_000_000)}
-            if await self.sc.save(key, value, etag=item.etag, first_write=True, ttl_s=self.ttl_s):
-                return
-        raise DependencyUnavailable(f"live progress of {run_id!r}: contention")
+                return None  # nothing new
+            return {"g": merged, "t": int(time.time() * 1_000_000)}
+
+        await self.sc.update(
+            key,
+            merge,
+            ttl_of=lambda _: self.ttl_s,
+            attempts=20,
+            what=f"live progress of {run_id!r}",
+        )
 
     async def read(self, run_id: str) -> tuple[int, int]:
         """Agents finished in the run's groups so far, by the latest flushes, and when

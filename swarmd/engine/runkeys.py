@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
 from collections.abc import Iterable
+from typing import Any
 
 from swarmd.engine.dapr import DaprClient
-from swarmd.errors import DependencyUnavailable
 
 SHARDS = 16
 
@@ -50,23 +49,16 @@ class RunKeys:
             await self._add(run_id, _shard(min(batch)), batch)
 
     async def _add(self, run_id: str, n: int, keys: set[str]) -> None:
-        skey = shard_key(run_id, n)
-        for attempt in range(50):
-            item = await self.sc.get(skey)
-            have = set(item.value) if isinstance(item.value, list) else set()
-            if keys <= have:
-                return
-            saved = await self.sc.save(
-                skey,
-                sorted(have | keys),
-                etag=item.etag,
-                first_write=True,
-                ttl_s=self.ttl_s,
-            )
-            if saved:
-                return
-            await asyncio.sleep(random.uniform(0.002, 0.01 * (attempt + 1)))
-        raise DependencyUnavailable(f"could not record keys of run {run_id!r}: contention")
+        def merged(value: Any) -> list[str] | None:
+            have = set(value) if isinstance(value, list) else set()
+            return None if keys <= have else sorted(have | keys)
+
+        await self.sc.update(
+            shard_key(run_id, n),
+            merged,
+            ttl_of=lambda _: self.ttl_s,
+            what=f"keys of run {run_id!r}",
+        )
 
     async def keys(self, run_id: str) -> list[str]:
         """Every key recorded for ``run_id``."""

@@ -455,25 +455,25 @@ class RunSupervisor:
         )
 
     async def _save_outcome(self, r: Revival) -> None:
-        for _ in range(20):
-            item = await self.state.get(record_key(r.run_id))
-            if isinstance(item.value, dict):
-                rec = RevivalRecord.model_validate(item.value)
-                revs = [r if (x.at == r.at and x.by == r.by) else x for x in rec.revivals]
-                if await self.state.save(
-                    record_key(r.run_id),
-                    rec.model_copy(update={"revivals": revs}).model_dump(mode="json"),
-                    etag=item.etag,
-                    first_write=True,
-                    ttl_s=RECORD_TTL_S,
-                ):
-                    break
-        for _ in range(20):
-            item = await self.state.get(RECENT_KEY)
-            recent = item.value if isinstance(item.value, list) else []
-            recent = [*recent, r.model_dump(mode="json")][-RECENT_MAX:]
-            if await self.state.save(RECENT_KEY, recent, etag=item.etag, first_write=True):
-                return
+        """Record how revival ``r`` ended in the run's record and the recent list (each
+        by compare-and-set; the second is tried even if the first fails)."""
+
+        def in_record(value: Any) -> dict[str, Any] | None:
+            if not isinstance(value, dict):
+                return None  # no record (purged): nothing to update
+            rec = RevivalRecord.model_validate(value)
+            revs = [r if (x.at == r.at and x.by == r.by) else x for x in rec.revivals]
+            return rec.model_copy(update={"revivals": revs}).model_dump(mode="json")
+
+        def in_recent(value: Any) -> list[Any]:
+            recent = value if isinstance(value, list) else []
+            return [*recent, r.model_dump(mode="json")][-RECENT_MAX:]
+
+        with contextlib.suppress(DependencyUnavailable):
+            await self.state.update(
+                record_key(r.run_id), in_record, ttl_of=lambda _: RECORD_TTL_S, attempts=20
+            )
+        await self.state.update(RECENT_KEY, in_recent, attempts=20, what="the recent revivals")
 
     # -- reading -----------------------------------------------------------------------
     async def generation(self, run_id: str) -> int:

@@ -15,9 +15,7 @@ cache).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import random
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -89,15 +87,12 @@ class TokenStore:
         return len(chosen)
 
     async def _update_index(self, user: str, change: Any) -> None:
-        for attempt in range(20):
-            item = await self.state.get(_user_key(user))
-            index = item.value if isinstance(item.value, dict) else {}
-            if await self.state.save(
-                _user_key(user), change(index), etag=item.etag, first_write=item.etag is None
-            ):
-                return
-            await asyncio.sleep(random.uniform(0.005, 0.02 * (attempt + 1)))
-        raise DependencyUnavailable(f"could not update the token index of {user!r}: contention")
+        await self.state.update(
+            _user_key(user),
+            lambda value: change(value if isinstance(value, dict) else {}),
+            attempts=20,
+            what=f"the token index of {user!r}",
+        )
 
 
 def _now() -> str:
