@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import random
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,7 +28,7 @@ from typing import Any
 
 from swarmd.config import Settings
 from swarmd.engine.dapr import DaprClient
-from swarmd.errors import DependencyUnavailable, TooManyRequests
+from swarmd.errors import TooManyRequests
 
 _Locks = weakref.WeakValueDictionary[str, asyncio.Lock]
 #: message statuses after which a message holds no turn
@@ -71,11 +70,12 @@ class StartRate:
             yield
 
     async def _take(self, user: str) -> None:
-        key = _rate_key(user)
-        for attempt in range(50):
-            item = await self.state.get(key)
+        now = 0.0
+
+        def take(value: Any) -> dict[str, float]:
+            nonlocal now
             now = self.clock()
-            stored = float(item.value.get("tat", 0)) if isinstance(item.value, dict) else 0.0
+            stored = float(value.get("tat", 0)) if isinstance(value, dict) else 0.0
             tat = max(stored, now)
             wait = tat - now - self.tolerance
             if wait > 0:
@@ -86,17 +86,14 @@ class StartRate:
                     retry_after_s=wait,
                     limit="start_rate",
                 )
-            ttl = math.ceil(tat + self.interval - now) + 60
-            if await self.state.save(
-                key,
-                {"tat": tat + self.interval},
-                etag=item.etag,
-                first_write=item.etag is None,
-                ttl_s=ttl,
-            ):
-                return
-            await asyncio.sleep(random.uniform(0.002, 0.01 * (attempt + 1)))
-        raise DependencyUnavailable(f"could not update the start rate of {user!r}: contention")
+            return {"tat": tat + self.interval}
+
+        await self.state.update(
+            _rate_key(user),
+            take,
+            ttl_of=lambda new: math.ceil(new["tat"] - now) + 60,
+            what=f"the start rate of {user!r}",
+        )
 
 
 async def turns_in_flight(
