@@ -61,6 +61,7 @@ from swarmd.engine.models import Progress, SwarmInput, Usage
 from swarmd.engine.spec import NAME as SWARM_NAME
 from swarmd.engine.spec import SpecRegistry, parse_spec
 from swarmd.engine.status import ACTIVE, ENDED, PAUSED
+from swarmd.engine.supervisor import StartInput
 from swarmd.errors import (
     DependencyUnavailable,
     RunConflict,
@@ -281,7 +282,8 @@ async def start_run(
     if body.run_id:
         existing = await read_run(services, client, run_id)
         if existing is not None:
-            return _existing(existing, wf_name, inp, response)
+            start = await services.supervisor.start_input(run_id, existing)
+            return _existing(existing, start, wf_name, inp, response)
     limit = None
     if caller.user is not None:
         await services.identity.start_rate.take(caller.user)
@@ -298,28 +300,34 @@ async def start_run(
         existing = await read_run(services, client, run_id)
         if existing is None:
             raise
-        return _existing(existing, wf_name, inp, response, cause=exc)
+        start = await services.supervisor.start_input(run_id, existing)
+        return _existing(existing, start, wf_name, inp, response, cause=exc)
     observability.run_started(services.metrics, inp)
     return RunAccepted(run_id=run_id, swarm=inp.spec.name, status="pending", created=True)
 
 
 def _existing(
     state: WorkflowState,
+    start: StartInput | None,
     wf_name: str,
     inp: SwarmInput,
     response: Response,
     cause: Exception | None = None,
 ) -> RunAccepted:
+    """200 for a start request that repeats the run's own (a client retrying), else 409.
+
+    It is compared with the start input recorded before the run was scheduled
+    (``start``), not with the workflow's: a workflow read in the moment daprd is still
+    creating it has no input yet, and under chaos that turned a retried start into a
+    409. Only the trace differs between two identical requests."""
     same_input = False
-    if state.serialized_input:
-        try:
-            stored = json.loads(state.serialized_input)
-            if isinstance(stored, dict):
-                stored.pop("trace", None)  # each start request has its own trace
-            same_input = stored == inp.model_dump(mode="json", exclude={"trace"})
-        except ValueError:
-            same_input = False
-    if state.name != wf_name or not same_input:
+    if start is not None:
+        stored = dict(start.input)
+        stored.pop("trace", None)  # each start request has its own trace
+        same_input = start.workflow == wf_name and stored == inp.model_dump(
+            mode="json", exclude={"trace"}
+        )
+    if not same_input:
         raise RunConflict(
             f"run {inp.run_id!r} already exists with a different swarm or input",
             field="run_id",
