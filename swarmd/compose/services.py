@@ -61,6 +61,19 @@ from swarmd.workflows.user_agent import WAKE_EVENT
 log = logging.getLogger("swarmd.engine")
 
 
+def llm_client(s: Settings) -> AsyncOpenAI:
+    """The gateway's ``openai`` client: no client retries (the proxy and the engine
+    retry), the app's call timeout, on aiohttp unless ``SWARMD_LLM_HTTP=httpx``. An
+    aiohttp session belongs to one event loop: one client per loop that calls."""
+    return AsyncOpenAI(
+        base_url=s.llm_base_url,
+        api_key=s.llm_api_key.get_secret_value(),
+        max_retries=0,
+        timeout=s.llm_timeout_s,
+        http_client=DefaultAioHttpClient() if s.llm_http == "aiohttp" else None,
+    )
+
+
 async def wait_for_sidecar(settings: Settings, timeout_s: float = 120.0) -> None:
     url = f"http://127.0.0.1:{settings.dapr_http_port}/v1.0/healthz/outbound"
     deadline = time.monotonic() + timeout_s
@@ -103,13 +116,7 @@ class _Worker:
             users = UserStore(StateStore(self.dapr), self.locks.hold)
             # the aiohttp session opens on first use, on the workflow worker's loop
             # where every LLM call runs (activities)
-            llm = AsyncOpenAI(
-                base_url=s.llm_base_url,
-                api_key=s.llm_api_key.get_secret_value(),
-                max_retries=0,
-                timeout=s.llm_timeout_s,
-                http_client=DefaultAioHttpClient() if s.llm_http == "aiohttp" else None,
-            )
+            llm = llm_client(s)
             self.http = httpx.AsyncClient()
             self.sandbox = make_sandbox(s)
             self.sandbox.warm_in_background()  # compile or load the interpreter before a call
@@ -162,13 +169,7 @@ class _Worker:
         """v3's fast path, on the API's loop with its own LLM client (its aiohttp session
         opens on first use, on that loop)."""
         s = self.settings
-        llm = AsyncOpenAI(
-            base_url=s.llm_base_url,
-            api_key=s.llm_api_key.get_secret_value(),
-            max_retries=0,
-            timeout=s.llm_timeout_s,
-            http_client=DefaultAioHttpClient() if s.llm_http == "aiohttp" else None,
-        )
+        llm = llm_client(s)
 
         async def wake(user: str) -> None:
             with contextlib.suppress(grpc.RpcError):  # ended/absent: its next start sweeps
