@@ -126,6 +126,8 @@ class AgentRunner:
                     self.live.done(group.run_id, group.jobs[0].key, finished)
 
         await asyncio.gather(*(one(i, j) for i, j in enumerate(group.jobs)))
+        if self.live is not None:
+            await self.live.finish(group.run_id, group.jobs[0].key)
         return GroupResult(outputs=[o for o in outputs if o is not None], stopped=stopped)
 
     async def run_agent(

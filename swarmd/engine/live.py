@@ -18,6 +18,10 @@ Invariants:
   agent twice.
 * The key is recorded in the run's key index, so purging the run deletes it;
   it also expires (``ttl_s``).
+* Nothing is written for a group after its activity returned (:meth:`finish`):
+  the workflow then knows the group's count itself, and a flush landing after the
+  run ended and was purged re-created its key index (found by CI: a purged run
+  kept one index shard).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class LiveProgress:
         self._counts: dict[str, dict[str, int]] = {}
         self._indexed: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Future[None] | None = None
 
     def done(self, run_id: str, group: str, n: int) -> None:
         """Group ``group`` of run ``run_id`` has finished ``n`` agents so far."""
@@ -64,17 +69,35 @@ class LiveProgress:
             await asyncio.sleep(self.interval_s)
             await self.flush()
 
+    async def finish(self, run_id: str, group: str) -> None:
+        """Group ``group`` returns now: drop its counts not yet written, and wait for a
+        flush already under way, so nothing is written for it once it has returned."""
+        runs = self._counts.get(run_id)
+        if runs is not None:
+            runs.pop(group, None)
+            if not runs:
+                del self._counts[run_id]
+        if self._flushing is not None:
+            await asyncio.shield(self._flushing)
+
     async def flush(self) -> None:
         """Merge every count not yet written (kept for the next flush if that fails)."""
         pending, self._counts = self._counts, {}
-        for run_id, counts in pending.items():
-            try:
-                await self._merge(run_id, counts)
-            except DependencyUnavailable:
-                log.debug("live progress of %s not written", run_id, exc_info=True)
-                runs = self._counts.setdefault(run_id, {})
-                for g, n in counts.items():
-                    runs[g] = max(runs.get(g, 0), n)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flushing = done
+        try:
+            for run_id, counts in pending.items():
+                try:
+                    await self._merge(run_id, counts)
+                except DependencyUnavailable:
+                    log.debug("live progress of %s not written", run_id, exc_info=True)
+                    runs = self._counts.setdefault(run_id, {})
+                    for g, n in counts.items():
+                        runs[g] = max(runs.get(g, 0), n)
+        finally:
+            if self._flushing is done:
+                self._flushing = None
+            done.set_result(None)
 
     async def _merge(self, run_id: str, counts: dict[str, int]) -> None:
         key = live_key(run_id)
