@@ -289,7 +289,7 @@ async def complete(
         )
     content = msg.content
     chars = len(content) if content is not None else None
-    if payloads is not None:
+    if payloads is not None and not req.inline:
         content = await payloads.offload(req.run_id, content, req.offload_above)
     return LLMResult(
         content=content,

@@ -90,6 +90,7 @@ def scatter_gather(
         planner,
         [{"role": "system", "content": system}, {"role": "user", "content": inp.task}],
         key="planner",
+        inline=True,  # split below: a 10,000-line plan passed the reference threshold
     )
     subtasks = parse_subtasks(plan.content or "", n, inp.task)
     if (stop := run.stop_reason()) is not None:

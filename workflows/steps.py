@@ -106,9 +106,10 @@ class Run:
         return None
 
     def llm(
-        self, agent: AgentSpec, messages: list[dict[str, Any]], key: str
+        self, agent: AgentSpec, messages: list[dict[str, Any]], key: str, inline: bool = False
     ) -> Generator[Any, Any, LLMResult]:
-        """One LLM call as an activity, with the engine's jittered retries."""
+        """One LLM call as an activity, with the engine's jittered retries. ``inline``:
+        the workflow parses the answer, so it must not come back as a reference."""
         req = LLMRequest(
             run_id=self.inp.run_id,
             agent=agent.name,
@@ -117,6 +118,7 @@ class Run:
             user=self.inp.user,
             trace=self.inp.trace,
             call_key=call_key(agent.name, key) if self.engine >= 2 else None,
+            inline=inline,
         )
         res = LLMResult.model_validate(
             (yield from call_activity(self.ctx, self.llm_activity, req, self.inp.retry, key=key))

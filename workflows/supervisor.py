@@ -69,6 +69,7 @@ def supervisor(
                 },
             ],
             key=f"pick-{rnd + 1}",
+            inline=True,  # parsed below
         )
         name = pick(choice.content or "", list(workers))
         if name is None or (stop := run.stop_reason()) is not None:

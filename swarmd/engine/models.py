@@ -58,6 +58,9 @@ class LLMRequest(_Model):
     #: answers above this many bytes go to the state store and travel as references
     #: (the run's history budget per agent; the global threshold applies too)
     offload_above: int | None = Field(None, ge=256)
+    #: the workflow reads the answer itself (a plan it splits, a choice it parses): the
+    #: answer travels inline whatever its size, never as a payload reference
+    inline: bool = False
     #: the call's key in the run's journal (swarmd.engine.journal); None on engine v1
     call_key: str | None = None
 
