@@ -22,11 +22,13 @@ def _answered_once(calls: list[dict[str, Any]]) -> Counter[str]:
 
 def test_429_storm_on_one_deployment_50_agents_complete(api, model_server, calls_since) -> None:
     # mock-a (the first deployment of swarmd-fast and swarmd-smart) rate-limits every
-    # call; mock-b is slower, so latency-based routing keeps preferring mock-a whenever
-    # its cooldown ends: the 429s really reach the proxy, again and again.
+    # call; mock-b is much slower, so latency-based routing keeps preferring mock-a
+    # whenever its cooldown ends: the 429s really reach the proxy, again and again.
+    # (At 150 ms, mock-a's latency samples from earlier tests on a loaded machine were
+    # slower still, and routing never tried mock-a in one CI run.)
     faults = [
         {"model": "mock-a", "status": 429, "rate": 1.0},
-        {"model": "mock-b", "latency_ms": 150},
+        {"model": "mock-b", "latency_ms": 1000},
     ]
     assert model_server.put("/_control/faults", json=faults).status_code == 200
     retries0 = metric(api, "swarmd_llm_retries_total")
