@@ -155,6 +155,13 @@ PageCursor = Annotated[
 ]
 
 
+#: a read's retry pauses (s): quick ones for a read racing a write of the same
+#: workflow, longer ones only while the sidecar is unreachable (UNAVAILABLE), which
+#: spans one capped reconnect of the channel (``compose.grpc_limits``) after daprd returns
+READ_RETRY_S = (0.05, 0.1, 0.2)
+UNREACHABLE_RETRY_S = (0.4, 0.8, 1.0)
+
+
 async def read_state(
     client: DaprWorkflowClient,
     instance_id: str,
@@ -164,21 +171,26 @@ async def read_state(
 ) -> WorkflowState | None:
     """A workflow's state, or None if there is no such instance.
 
-    Retries the sidecar's transient read errors (a read racing a write of the same
-    workflow can fail) with a short backoff, then raises ``map_error(exc)`` or a 503,
-    never a 500. Without ``payloads`` the custom status is not fetched either.
+    Retries the sidecar's transient read errors with a short backoff (longer while
+    the sidecar cannot be reached, e.g. just after a daprd restart), then raises
+    ``map_error(exc)`` or a 503, never a 500. Without ``payloads`` the custom status
+    is not fetched either.
     """
-    for attempt in range(4):
+    pauses = iter(READ_RETRY_S + UNREACHABLE_RETRY_S)
+    quick = len(READ_RETRY_S)
+    for attempt in range(len(READ_RETRY_S) + len(UNREACHABLE_RETRY_S) + 1):
         try:
             return await client.get_workflow_state(instance_id, fetch_payloads=payloads)
         except grpc.RpcError as exc:
-            if attempt == 3:
+            unreachable = hasattr(exc, "code") and exc.code() == grpc.StatusCode.UNAVAILABLE
+            pause = next(pauses, None) if attempt < quick or unreachable else None
+            if pause is None:
                 if map_error is not None:
                     raise map_error(exc) from exc
                 raise DependencyUnavailable(
                     f"could not read workflow {instance_id!r} from the sidecar: {exc}"
                 ) from exc
-            await asyncio.sleep(0.05 * 2**attempt)
+            await asyncio.sleep(pause)
     return None  # unreachable: the loop returns or raises
 
 

@@ -1,4 +1,4 @@
-"""The gRPC message limit of the workflow channels between the app and daprd.
+"""The gRPC options of the workflow channels between the app and daprd.
 
 daprd hands the worker a workflow's whole history in one gRPC message, and the
 API reads a run's output in one. gRPC's default cap is 4 MiB on the receiving
@@ -21,10 +21,24 @@ from typing import Any
 from dapr.ext.workflow import WorkflowRuntime
 from dapr.ext.workflow.aio import DaprWorkflowClient
 
+#: gRPC's reconnect backoff grows to 120 s; while it waits, every call fails at once
+#: with UNAVAILABLE. A daprd restart (seconds) then left the API answering 503 for as
+#: long again after daprd was back. Capped, the channel looks again within a second.
+RECONNECT_BACKOFF = [
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
 
 def channel_options(max_mib: int) -> list[tuple[str, int]]:
+    """The options of both workflow channels: the message limit and the reconnect cap."""
     size = max_mib * 1024 * 1024
-    return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)]
+    return [
+        ("grpc.max_receive_message_length", size),
+        ("grpc.max_send_message_length", size),
+        *RECONNECT_BACKOFF,
+    ]
 
 
 def raise_worker_limit(rt: WorkflowRuntime, max_mib: int) -> None:
