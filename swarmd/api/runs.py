@@ -26,6 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import grpc
@@ -552,7 +553,7 @@ async def _read(
     """The run's state (its current generation's: act on ``state.instance_id``);
     retries transient sidecar errors, then maps them (404/409/503)."""
     return await read_run(
-        services, client, run_id, payloads=payloads, map_error=lambda exc: _map_rpc(exc, run_id)
+        services, client, run_id, payloads=payloads, map_error=partial(_map_rpc, run_id=run_id)
     )
 
 
@@ -591,7 +592,7 @@ async def _settle(
     deadline = time.monotonic() + SETTLE_S
     while time.monotonic() < deadline:
         state = await read_state(
-            client, instance, payloads=False, map_error=lambda exc: _map_rpc(exc, instance)
+            client, instance, payloads=False, map_error=partial(_map_rpc, run_id=instance)
         )
         if state is None or state.runtime_status in done:
             return

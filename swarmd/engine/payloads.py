@@ -18,7 +18,6 @@ life otherwise.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 from typing import Any
@@ -57,15 +56,7 @@ class PayloadStore:
 
     async def resolve(self, text: str) -> str:
         """``text`` with every marker replaced by the payload it names."""
-        keys = list(dict.fromkeys(_MARKER.findall(text)))
-        if not keys:
-            return text
-        values = await asyncio.gather(*(self.state.get_value(k) for k in keys))
-        found = {k: v for k, v in zip(keys, values, strict=True)}
-        missing = [k for k, v in found.items() if v is None]
-        if missing:
-            raise NonRetryableActivityError(f"payload(s) missing from the state store: {missing}")
-        return _MARKER.sub(lambda m: str(found[m.group(1)]), text)
+        return str(await self.resolve_any(text))
 
     async def resolve_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
