@@ -68,16 +68,20 @@ def rss_mb(pid: int) -> float:
 
 
 class Sampler:
-    """CPU seconds per stack process over a measurement, and peak RSS of app+daprd."""
+    """CPU seconds per stack process over a measurement, and peak RSS of app+daprd
+    (together, and each one's own peak)."""
 
     def __init__(self, stack: Stack) -> None:
         self.pids = {n: p.popen.pid for n, p in stack.procs.items()}
         self.start = {n: cpu_seconds(pid) for n, pid in self.pids.items()}
         self.peak = 0.0
+        self.peaks: dict[str, float] = {}
 
     def sample(self) -> None:
-        rss = sum(rss_mb(self.pids[n]) for n in ("app", "daprd") if n in self.pids)
-        self.peak = max(self.peak, rss)
+        each = {n: rss_mb(self.pids[n]) for n in ("app", "daprd") if n in self.pids}
+        self.peak = max(self.peak, sum(each.values()))
+        for n, mb in each.items():
+            self.peaks[n] = max(self.peaks.get(n, 0.0), mb)
 
     def cpu(self) -> dict[str, float]:
         return {n: round(cpu_seconds(pid) - self.start[n], 2) for n, pid in self.pids.items()}
@@ -102,6 +106,7 @@ def measured(api: httpx.Client, run_id: str, sampler: Sampler, t0: float) -> dic
         "wall_s": wall,
         "status": status,
         "peak_rss_mb": round(sampler.peak),
+        "peak_rss_mb_by_process": {n: round(mb) for n, mb in sampler.peaks.items()},
         "cpu_s": sampler.cpu(),
     }
 
@@ -407,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                             "ratio_engine_over_baseline": round(eng["wall_s"] / base, 2),
                             "status": eng["status"],
                             "peak_rss_mb_app_daprd": eng["peak_rss_mb"],
+                            "peak_rss_mb_by_process": eng["peak_rss_mb_by_process"],
                             **checks,
                             "cpu_s": eng["cpu_s"],
                             **extra,
