@@ -54,8 +54,8 @@ test: setup chart-tools lint ## the whole test suite: unit, chart, integration
 test-chart: chart-tools ## only the Helm chart checks
 	$(BIN)/pytest tests/chart
 
-test-pubsub: setup ## the pub/sub tests at full size: 300 tasks, two app SIGKILLs (~10 min)
-	SWARMD_PUBSUB_TASKS=300 $(BIN)/pytest tests/integration/test_pubsub.py
+test-pubsub: setup ## the pub/sub tests at full size: 300 tasks, two app SIGKILLs, the replicas' split printed (~10 min)
+	SWARMD_PUBSUB_TASKS=300 $(BIN)/pytest -rP tests/integration/test_pubsub.py
 
 test-fast: venv ## unit tests only (no stack)
 	$(BIN)/pytest -m "not integration"
