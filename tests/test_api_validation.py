@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
+from swarmd.api.agents import Customise
 from swarmd.api.app import create_app
 from swarmd.config import Settings
 
@@ -89,3 +90,25 @@ def test_malformed_inline_spec_is_422_naming_the_field(client: TestClient) -> No
     assert "at least 2 agents" in r.json()["error"]["message"]
     r = client.post("/v1/runs", json={"swarm": "debate", "input": {"task": "t", "agents": 3}})
     assert r.status_code == 422 and r.json()["error"]["field"] == "input.agents"
+
+
+def test_a_skill_name_the_api_refuses_is_invalid_in_the_schema_too(client: TestClient) -> None:
+    """schemathesis found ``PATCH /v1/agents/{user}`` with skill ``"¥"``: valid by the
+    schema, refused by the API. Now the schema and the body model refuse it alike."""
+    doc = client.get("/openapi.json").json()
+    skills = doc["components"]["schemas"]["Customise"]["properties"]["skills"]["anyOf"][0]
+    assert skills["additionalProperties"] is False and list(skills["patternProperties"])
+    with pytest.raises(ValidationError) as err:  # the route's body model (422 via the handler)
+        Customise.model_validate({"skills": {"¥": None}})
+    assert err.value.errors()[0]["loc"][:2] == ("skills", "¥")
+    assert Customise.model_validate({"skills": {"notes-1": None}}).skills == {"notes-1": None}
+
+
+def test_openapi_documents_what_health_and_provisioning_answer(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "503" in paths["/readyz"]["get"]["responses"]
+    assert "503" in paths["/livez"]["get"]["responses"]
+    existed = paths["/v1/agents"]["post"]["responses"]["200"]
+    assert existed["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ProvisionedAgent"
+    }

@@ -172,7 +172,9 @@ def check_customisation(
     narrowed = set(prefs.tools) if prefs.tools is not None else allowed
     for name, skill in skills.items():
         if not re.match(NAME_RE, name):
-            raise ValidationFailed(f"skills.{name}: skill names are 1-64 letters, digits, _ -")
+            raise ValidationFailed(
+                f"skills.{name}: skill names are 1-64 letters, digits, _ -", field=f"skills.{name}"
+            )
         check_tools(skill.tools, f"skills.{name}.tools")
         for t in skill.tools or []:
             if t not in narrowed:

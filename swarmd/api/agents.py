@@ -20,7 +20,7 @@ import grpc
 from dapr.ext.workflow.aio import DaprWorkflowClient
 from fastapi import APIRouter, Depends, Query, Response, status
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from swarmd.agents import notify
 from swarmd.agents.config import (
@@ -86,13 +86,27 @@ class Provision(BaseModel):
     template: str = Field(max_length=64, examples=["analyst"])
 
 
+#: a skill's name, as a key of ``skills`` (the schema's ``propertyNames``)
+SkillName = Annotated[str, StringConstraints(pattern=NAME_RE)]
+
+
+def _named_skills_only(schema: dict[str, Any]) -> None:
+    """pydantic draws a constrained key as ``patternProperties``, which lets any other
+    key through; the API refuses those, so the schema does too."""
+    for option in schema["properties"]["skills"].get("anyOf", []):
+        if option.get("type") == "object":
+            option["additionalProperties"] = False
+
+
 class Customise(BaseModel):
     """PATCH body: preferences replace the stored ones field by field; a skill set to
     null is removed."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types exactly as the schema
+    model_config = ConfigDict(  # JSON types exactly as the schema
+        extra="forbid", strict=True, json_schema_extra=_named_skills_only
+    )
     preferences: Preferences | None = None
-    skills: dict[str, Skill | None] | None = None
+    skills: dict[SkillName, Skill | None] | None = None
 
 
 class NewMessage(BaseModel):
@@ -381,7 +395,7 @@ async def list_agents(
     status_code=status.HTTP_201_CREATED,
     response_model=ProvisionedAgent,
     responses={
-        200: {"description": "existed"},
+        200: {"description": "existed", "model": ProvisionedAgent},
         **errors(_409="the user has an agent of another template"),
     },
 )

@@ -210,7 +210,11 @@ def create_app(
         """Liveness: the process serves HTTP."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        responses={503: {"description": "Not ready: the worker or the sidecar is not up"}},
+    )
     async def readyz(services: ServicesDep) -> JSONResponse:
         """Readiness: the workflow worker is connected to its Dapr sidecar."""
         ready = services.ready
@@ -229,7 +233,11 @@ def create_app(
 
     worker_seen = Persistent()
 
-    @app.get("/livez", tags=["health"])
+    @app.get(
+        "/livez",
+        tags=["health"],
+        responses={503: {"description": "The worker lost its stream to daprd: restart the app"}},
+    )
     async def livez(services: ServicesDep) -> JSONResponse:
         """Liveness of the pair: fails (503) when daprd is healthy but this app's workflow
         worker has held no stream to it for ``SWARMD_WORKER_LOST_AFTER_S`` (the worker
