@@ -124,3 +124,18 @@ def test_agents_provision_message_list_deprovision(stack: Stack) -> None:
     assert mine and mine[0]["messages"] == 1
     p = swarmd(stack, "agents", "deprovision", user, "--json")
     assert p.returncode == 0 and json.loads(p.stdout)["clean"] is True
+
+
+def test_no_log_of_the_stack_holds_a_token(stack: Stack) -> None:
+    """After the CLI (token from the stack's files) and every earlier test's requests
+    (bearer headers), no process's log holds the API token or daprd's app token."""
+    secrets = {"api token": stack.api_token, "app token": stack.app_api_token}
+    logs = [p for p in stack.logs.rglob("*") if p.is_file()]
+    assert logs, f"no logs under {stack.logs}"
+    leaked = [
+        (p.name, what)
+        for p in logs
+        for what, secret in secrets.items()
+        if secret and secret in p.read_text(errors="replace")
+    ]
+    assert leaked == []
