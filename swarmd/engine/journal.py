@@ -21,7 +21,9 @@ Invariants:
 * Reads and writes are batched across the concurrent calls of one process: a
   group prefetches its agents' first-turn entries in one bulk read, and
   entries answered within a few milliseconds of each other are written in one
-  request. A call's result still reaches the store before the call returns.
+  request, one such request in flight per event loop (entries answered while
+  one is in flight go in the next). A call's result still reaches the store
+  before the call returns.
 * Every entry's key is recorded in the run's key index
   (:class:`swarmd.engine.runkeys.RunKeys`) before the entry is written, so
   purging the run deletes it; entries also expire after the retention period
@@ -97,7 +99,8 @@ class Journal:
         self.replayed = 0
         self.made = 0
         self._writes: dict[int, _Writes] = {}  # per event loop
-        self._writer: dict[int, asyncio.Lock] = {}  # per event loop: one write at a time
+        #: per event loop, one write at a time (the loop is held, so its id stays its own)
+        self._writer: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = {}
         self._flushing: set[asyncio.Future[None]] = set()
         #: (loop, run, key) -> (fingerprint, the call in flight in this process)
         self._inflight: dict[
@@ -154,8 +157,11 @@ class Journal:
         # The store serializes writers anyway (SQLite: one write transaction at a
         # time, and a blocked writer sleeps in its busy handler for up to 100 ms a
         # turn): 17 concurrent batches of a 1,000-agent run took ~1 s each.
-        writer = self._writer.setdefault(loop_id, asyncio.Lock())
-        async with writer:
+        loop = asyncio.get_running_loop()
+        held = self._writer.get(loop_id)
+        if held is None or held[0] is not loop:
+            held = self._writer[loop_id] = (loop, asyncio.Lock())
+        async with held[1]:
             if self._writes.get(loop_id) is batch:
                 del self._writes[loop_id]
             try:
