@@ -176,21 +176,19 @@ async def read_state(
     ``map_error(exc)`` or a 503, never a 500. Without ``payloads`` the custom status
     is not fetched either.
     """
-    pauses = iter(READ_RETRY_S + UNREACHABLE_RETRY_S)
-    quick = len(READ_RETRY_S)
-    for attempt in range(len(READ_RETRY_S) + len(UNREACHABLE_RETRY_S) + 1):
+    pauses = READ_RETRY_S + UNREACHABLE_RETRY_S
+    for attempt in range(len(pauses) + 1):
         try:
             return await client.get_workflow_state(instance_id, fetch_payloads=payloads)
         except grpc.RpcError as exc:
             unreachable = hasattr(exc, "code") and exc.code() == grpc.StatusCode.UNAVAILABLE
-            pause = next(pauses, None) if attempt < quick or unreachable else None
-            if pause is None:
+            if attempt == len(pauses) or (attempt >= len(READ_RETRY_S) and not unreachable):
                 if map_error is not None:
                     raise map_error(exc) from exc
                 raise DependencyUnavailable(
                     f"could not read workflow {instance_id!r} from the sidecar: {exc}"
                 ) from exc
-            await asyncio.sleep(pause)
+            await asyncio.sleep(pauses[attempt])
     return None  # unreachable: the loop returns or raises
 
 
