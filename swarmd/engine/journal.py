@@ -99,8 +99,8 @@ class Journal:
         self.replayed = 0
         self.made = 0
         self._writes: dict[int, _Writes] = {}  # per event loop
-        #: per event loop, one write at a time (the loop is held, so its id stays its own)
-        self._writer: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = {}
+        #: per event loop, one write at a time
+        self._writer: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
         self._flushing: set[asyncio.Future[None]] = set()
         #: (loop, run, key) -> (fingerprint, the call in flight in this process)
         self._inflight: dict[
@@ -157,11 +157,8 @@ class Journal:
         # The store serializes writers anyway (SQLite: one write transaction at a
         # time, and a blocked writer sleeps in its busy handler for up to 100 ms a
         # turn): 17 concurrent batches of a 1,000-agent run took ~1 s each.
-        loop = asyncio.get_running_loop()
-        held = self._writer.get(loop_id)
-        if held is None or held[0] is not loop:
-            held = self._writer[loop_id] = (loop, asyncio.Lock())
-        async with held[1]:
+        writer = self._writer.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with writer:
             if self._writes.get(loop_id) is batch:
                 del self._writes[loop_id]
             try:
