@@ -59,13 +59,14 @@ class PayloadStore:
         return str(await self.resolve_any(text))
 
     async def resolve_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        out = []
-        for m in messages:
-            content = m.get("content")
-            if isinstance(content, str) and "[[swarmd-ref:" in content:
-                m = {**m, "content": await self.resolve(content)}
-            out.append(m)
-        return out
+        """The messages with the markers in their ``content`` resolved (one bulk read
+        for all of them; no other field is touched)."""
+        contents = [m.get("content") for m in messages]
+        resolved = await self.resolve_any([c if isinstance(c, str) else None for c in contents])
+        return [
+            {**m, "content": r} if isinstance(c, str) and c != r else m
+            for m, c, r in zip(messages, contents, resolved, strict=True)
+        ]
 
     async def resolve_any(self, value: Any) -> Any:
         """Resolve markers anywhere in a JSON-like value (for showing run output).
