@@ -18,6 +18,8 @@ from swarmd.slack.frontdoor import deprovision_key
 router = APIRouter(prefix="/v1", tags=["users"], dependencies=[Depends(authenticate)])
 #: the operator-only routes' refusal of a user's credentials
 _OPERATOR = errors(_403="Operator only: a user's credentials are refused")
+#: the operator-only routes: every one refuses a user's credentials (403), as documented
+operator = APIRouter(dependencies=[Depends(require_operator)], responses=_OPERATOR)
 
 User = Annotated[
     str,
@@ -69,11 +71,9 @@ async def me(caller: CallerDep) -> Me:
     return Me(user=caller.user, operator=caller.is_operator, via=caller.via)
 
 
-@router.get(
+@operator.get(
     "/users/{user}",
     response_model=UserView,
-    responses=_OPERATOR,
-    dependencies=[Depends(require_operator)],
 )
 async def get_user(user: User, identity: IdentityDep) -> UserView:
     """Operator only: the user's identity record."""
@@ -85,46 +85,39 @@ async def get_user(user: User, identity: IdentityDep) -> UserView:
     )
 
 
-@router.post(
+@operator.post(
     "/users/{user}/tokens",
     status_code=status.HTTP_201_CREATED,
     response_model=MintedToken,
-    responses=_OPERATOR,
-    dependencies=[Depends(require_operator)],
 )
 async def mint_token(user: User, identity: IdentityDep) -> MintedToken:
     """Operator only: a new bearer token acting as ``user`` (and only as ``user``)."""
     return MintedToken.model_validate(await identity.tokens.mint(user))
 
 
-@router.get(
+@operator.get(
     "/users/{user}/tokens",
     response_model=TokenList,
-    responses=_OPERATOR,
-    dependencies=[Depends(require_operator)],
 )
 async def list_tokens(user: User, identity: IdentityDep) -> TokenList:
     """Operator only: the user's tokens (ids and dates, never the tokens)."""
     return TokenList(tokens=[TokenInfo.model_validate(t) for t in await identity.tokens.list(user)])
 
 
-@router.delete(
+@operator.delete(
     "/users/{user}/tokens",
     response_model=Revoked,
-    responses=_OPERATOR,
-    dependencies=[Depends(require_operator)],
 )
 async def revoke_all(user: User, identity: IdentityDep) -> Revoked:
     """Operator only: revoke every token of the user; they answer 401 from now on."""
     return Revoked(user=user, revoked=await identity.tokens.revoke(user))
 
 
-@router.delete(
+@operator.delete(
     "/users/{user}/tokens/{token_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses={**_OPERATOR, **errors(_404="The user has no token with that id")},
-    dependencies=[Depends(require_operator)],
+    responses=errors(_404="The user has no token with that id"),
 )
 async def revoke_one(
     user: User, token_id: Annotated[str, Path(max_length=64)], identity: IdentityDep
@@ -133,3 +126,6 @@ async def revoke_one(
     if not await identity.tokens.revoke(user, token_id):
         raise NotFound(f"user {user!r} has no token {token_id!r}", field="token_id")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+router.include_router(operator)
