@@ -31,7 +31,8 @@ class StateStore:
         await self.dapr.put(key, value, ttl_s)
 
     async def put_many(self, items: list[tuple[str, Any, int | None]]) -> None:
-        """Save ``(key, value, ttl_s)`` items in one round trip (not a transaction)."""
+        """Save ``(key, value, ttl_s)`` items, last write wins (see
+        :meth:`DaprClient.put_many`)."""
         await self.dapr.put_many(items)
 
     async def delete(self, key: str) -> None:

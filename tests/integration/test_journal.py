@@ -181,6 +181,22 @@ async def test_one_activity_executed_twice_pays_each_call_once(
     assert all(isinstance(state(stack, entry_key(run_id, k)), dict) for k in keys)
 
 
+async def test_a_write_batch_over_one_transaction_is_stored_whole_with_its_ttl(
+    stack: Stack,
+) -> None:
+    """The journal's batched writes go in state transactions of PUT_MANY_CHUNK items:
+    a batch larger than one lands whole, every entry readable, each with its TTL."""
+    dapr = DaprClient(stack.ports.dapr_http, "statestore")
+    items = [(f"journal|batch|k{i:03d}", {"i": i}, 600 if i % 2 else None) for i in range(250)]
+    await dapr.put_many(items)
+    found = await dapr.get_items([k for k, _, _ in items])
+    assert {k: it.value for k, it in found.items()} == {k: v for k, v, _ in items}
+    async with httpx.AsyncClient(base_url=stack.dapr_url) as sidecar:
+        for key, _, ttl in items[:4]:
+            r = await sidecar.get(f"/v1.0/state/statestore/{quote(key, safe='')}")
+            assert ("metadata.ttlexpiretime" in r.headers) == (ttl is not None), (key, r.headers)
+
+
 @pytest.fixture
 def v1_stack(stack: Stack) -> Iterator[Stack]:
     yield stack
