@@ -23,7 +23,11 @@ Failure rules (the same outcomes as v1's agent loop):
   **activity**: the workflow retries the group with backoff, and the journal
   makes everything already answered free;
 * a limit (tokens left for the run, its deadline) stops the group starting
-  new agents; those running finish and are kept, like v1's ``bounded``.
+  new agents; those running finish and are kept, like v1's ``bounded``;
+* terminate and pause reach the group through :class:`swarmd.engine.gate.RunGate`,
+  asked before every agent's turn: a terminated run's group starts nothing more
+  (``stopped: "terminated"``; Dapr drops the result anyway), a paused run's group
+  waits until it is resumed. Calls already in flight finish.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from openai import AsyncOpenAI
 from swarmd import telemetry
 from swarmd.activities.llm import LLMObserver, complete, tool_step
 from swarmd.activities.tools import TOOL_SCHEMAS, ToolDeps, use_tool
+from swarmd.engine.gate import RunGate
 from swarmd.engine.journal import Journal, Prefetched, call_key
 from swarmd.engine.live import LiveProgress
 from swarmd.engine.models import (
@@ -90,8 +95,16 @@ class AgentRunner:
     tools: ToolDeps | None = None
     obs: LLMObserver | None = None
     live: LiveProgress | None = None
+    gate: RunGate | None = None
 
-    async def run_group(self, group: AgentGroup) -> GroupResult:
+    async def go_on(self, workflow_id: str | None) -> bool:
+        """False once the group's workflow is terminated; waits while it is paused."""
+        if self.gate is None or workflow_id is None:
+            return True
+        return await self.gate.wait_open(workflow_id)
+
+    async def run_group(self, group: AgentGroup, workflow_id: str | None = None) -> GroupResult:
+        """Run the group's agents; ``workflow_id``: the workflow that scheduled it."""
         sem = asyncio.Semaphore(group.concurrency)
         spent = 0
         finished = 0
@@ -116,9 +129,11 @@ class AgentRunner:
             async with sem:
                 if stopped is None:
                     stopped = limit()
+                if stopped is None and not await self.go_on(workflow_id):
+                    stopped = "terminated"
                 if stopped is not None:
                     return
-                out = await self.run_agent(group, job, known)
+                out = await self.run_agent(group, job, known, workflow_id)
                 spent += out.usage.total_tokens
                 outputs[i] = out
                 finished += 1
@@ -131,12 +146,16 @@ class AgentRunner:
         return GroupResult(outputs=[o for o in outputs if o is not None], stopped=stopped)
 
     async def run_agent(
-        self, group: AgentGroup, job: AgentJob, known: Prefetched | None = None
+        self,
+        group: AgentGroup,
+        job: AgentJob,
+        known: Prefetched | None = None,
+        workflow_id: str | None = None,
     ) -> AgentOutput:
         """One agent's loop; every call journaled. Its span covers the whole loop."""
         started = datetime.now(UTC)
         instance = f"{group.run_id}.{job.key}"
-        out = await self._loop(group, job, instance, known)
+        out = await self._loop(group, job, instance, known, workflow_id)
         if group.trace:
             telemetry.agent_span(
                 self._tracer(),
@@ -158,7 +177,12 @@ class AgentRunner:
         return self.obs.tracer() if self.obs is not None else telemetry.global_tracer()
 
     async def _loop(
-        self, group: AgentGroup, job: AgentJob, instance: str, known: Prefetched | None
+        self,
+        group: AgentGroup,
+        job: AgentJob,
+        instance: str,
+        known: Prefetched | None,
+        workflow_id: str | None,
     ) -> AgentOutput:
         setup = group.setups[job.setup]
         messages: list[dict[str, Any]] = [
@@ -169,6 +193,10 @@ class AgentRunner:
         usage = Usage()
         last = ""
         for turn in range(1, setup.max_turns + 1):
+            if turn > 1 and not await self.go_on(workflow_id):  # turn 1: asked at the start
+                return AgentOutput.failed(
+                    job.agent, "the run was terminated", content=last, turns=turn - 1, usage=usage
+                )
             req = LLMRequest(
                 run_id=group.run_id,
                 agent=job.agent,
@@ -347,6 +375,6 @@ def make_run_agents(
         g = AgentGroup.model_validate(group)
         if not g.jobs:
             raise NonRetryableActivityError("a group needs at least one job", field="jobs")
-        return (await runner.run_group(g)).model_dump()
+        return (await runner.run_group(g, ctx.workflow_id)).model_dump()
 
     return run_agents

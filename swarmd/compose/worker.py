@@ -43,6 +43,7 @@ from swarmd.agents.turn import Turns
 from swarmd.compose.grpc_limits import raise_worker_limit
 from swarmd.config import Settings
 from swarmd.engine import names
+from swarmd.engine.gate import RunGate
 from swarmd.engine.journal import Journal
 from swarmd.engine.live import LiveProgress
 from swarmd.engine.models import AgentGroup, LLMRequest, LLMResult, ToolRequest
@@ -242,7 +243,8 @@ def build_worker(
     )
     live = LiveProgress(sidecar, RunKeys(sidecar))
     model = gateway_model(llm_client, payloads, obs, guardrails, settings.llm_max_in_flight)
-    runner = AgentRunner(journal, model, tool_deps, obs, live)
+    gate = RunGate(sidecar.workflow_status)
+    runner = AgentRunner(journal, model, tool_deps, obs, live, gate)
     reg.activity(names.RUN_AGENTS, make_run_agents(runner), AgentGroup)
     reg.activity(
         names.REDUCE_CHUNKS, make_reduce_chunks(llm_client, sidecar, payloads, obs), ReduceRequest

@@ -203,7 +203,8 @@ class GroupResult(_Model):
     order; agents not started (a limit was reached) are left out."""
 
     outputs: list[AgentOutput]
-    #: why agents were left unstarted: "token_budget" or "deadline"
+    #: why agents were left unstarted: "token_budget" or "deadline" ("terminated": the
+    #: workflow was terminated under the group, and nobody reads this result)
     stopped: str | None = None
 
 

@@ -70,11 +70,12 @@ def test_pause_holds_a_scatter_gather_and_resume_finishes_it(
 ) -> None:
     slow_models(model_server, 300)
     calls = of_user(calls_since(), "t-pause")
-    run_id = start(api, "Pause and resume me", agents=4, max_parallel=1, user="t-pause")
+    run_id = start(api, "Pause and resume me", agents=6, max_parallel=1, user="t-pause")
     wait_until(lambda: in_fan_out(api, run_id, done=1), 60, "first agent done")
 
     r = api.post(f"/v1/runs/{run_id}/pause")
     assert r.status_code == 202, r.text
+    at = len(calls())
     assert r.json() == {
         "run_id": run_id,
         "action": "pause",
@@ -85,13 +86,17 @@ def test_pause_holds_a_scatter_gather_and_resume_finishes_it(
     assert paused["status"] == "suspended"
     assert api.post(f"/v1/runs/{run_id}/pause").status_code == 409  # already paused
 
-    # the agent in flight may finish its LLM call; after that nothing moves
+    # the agent in flight finishes its LLM call, and the group sees the pause within
+    # its gate's interval (0.5 s: one more 300 ms agent at most); then nothing moves
     n = quiet_for(calls, 1.5)
     time.sleep(2.0)  # the observation window: no progress while paused
     still = get(api, run_id)
     assert still["status"] == "suspended"
     assert still["progress"] == paused["progress"]
-    assert len(calls()) == n < 1 + 4 + 1
+    # the agents run one at a time inside one group activity, which Dapr does not stop:
+    # the group itself holds its next agents until the resume
+    assert len(calls()) == n <= at + 2, (at, n)
+    assert n < 1 + 6, n  # planner and 6 agents: some agent waits for the resume
 
     r = api.post(f"/v1/runs/{run_id}/resume")
     assert r.status_code == 202 and r.json()["previous_status"] == "suspended", r.text
@@ -99,14 +104,14 @@ def test_pause_holds_a_scatter_gather_and_resume_finishes_it(
     assert api.post(f"/v1/runs/{run_id}/resume").status_code == 409  # not paused any more
     view = wait_run(api, run_id, timeout_s=120)
     assert view["status"] == "completed", view
-    assert view["progress"]["agents_done"] == 4 and view["output"]["answer"]
-    assert len([c for c in calls() if c["status"] == 200]) == 1 + 4 + 1
+    assert view["progress"]["agents_done"] == 6 and view["output"]["answer"]
+    assert len([c for c in calls() if c["status"] == 200]) == 1 + 6 + 1
 
 
 def test_terminate_stops_the_run_and_its_agents_then_purge_removes_it(
     api: httpx.Client, model_server: httpx.Client, calls_since: Any
 ) -> None:
-    slow_models(model_server, 300)
+    slow_models(model_server, 1000)
     calls = of_user(calls_since(), "t-term")
     run_id = start(api, "Terminate me", agents=12, max_parallel=3, user="t-term")
     wait_until(lambda: in_fan_out(api, run_id), 60, "fan-out")
@@ -122,12 +127,15 @@ def test_terminate_stops_the_run_and_its_agents_then_purge_removes_it(
         lambda: (v := get(api, run_id))["status"] == "terminated" and v, 30, "terminated"
     )
     assert view["output"] == {"reason": "operator says stop"}
+    at = len(calls())
 
-    # agent workflows stop: only LLM calls already in flight finish, then silence
+    # the agents stop: the calls in flight (3) finish, and the group, which Dapr lets
+    # run on, sees the terminate within its gate's interval (0.5 s: at most one more
+    # round of 3 one-second calls starts); the other agents are never paid for
     n = quiet_for(calls, 1.5)
     time.sleep(2.0)  # the observation window: no agent keeps calling the model
-    assert len(calls()) == n < 1 + 12 + 1
-    assert get(api, run_id)["progress"]["agents_done"] < 12
+    assert len(calls()) == n <= at + 3 + 3, (at, n)
+    assert n < 1 + 12, n  # planner and 12 agents: some were never called
 
     r = api.post(f"/v1/runs/{run_id}/terminate")
     assert r.status_code == 409 and r.json()["error"]["status"] == "terminated", r.text

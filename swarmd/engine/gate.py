@@ -1,0 +1,86 @@
+"""Terminate and pause reach the agents that run inside a group activity.
+
+Dapr never cancels a running activity: when its workflow is terminated the
+activity runs to its end and its result is dropped; when the workflow is
+suspended the result waits in its inbox. Engine v1's agents were child
+workflows, which a recursive terminate stops. Engine v2 runs up to 100 agents
+inside one ``swarmd.run_agents`` activity, which, left alone, would go on
+paying for every agent of a terminated run and keep calling the model while
+the run is paused. So a group asks :meth:`RunGate.wait_open` before each
+agent's turn:
+
+* the workflow is ``TERMINATED``: False, and the group starts nothing more;
+* ``SUSPENDED``: wait, reading the status again every ``interval_s``, until it
+  runs again (True) or is terminated (False);
+* anything else: True at once.
+
+Invariants:
+
+* A failed read (daprd restarting, the store down) never holds work back: it
+  counts as running. A control read is not worth a wedged run.
+* One status read per workflow instance per ``interval_s`` in a process, however
+  many groups and agents ask (cached, single flight). So a terminate or a pause
+  is seen within about ``interval_s``; calls already in flight finish.
+* Generations of a revived run have instance ids of their own, so a cached status
+  never crosses from one generation to the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from swarmd.errors import ActivityError, DependencyUnavailable
+
+#: a workflow instance id -> its runtime status (None: no such instance)
+StatusOf = Callable[[str], Awaitable[str | None]]
+
+ENDED = "TERMINATED"
+PAUSED = "SUSPENDED"
+#: instances whose status is remembered (the oldest are forgotten first)
+CACHE_MAX = 4096
+
+
+class RunGate:
+    def __init__(self, status_of: StatusOf, interval_s: float = 0.5) -> None:
+        self.status_of = status_of
+        self.interval_s = interval_s
+        #: instance -> (status, when read); per event loop, like every client
+        self._seen: dict[tuple[int, str], tuple[str | None, float]] = {}
+        self._reading: dict[tuple[int, str], asyncio.Future[str | None]] = {}
+
+    async def wait_open(self, instance_id: str) -> bool:
+        """True when work for ``instance_id`` may go on (after waiting out a pause),
+        False once its workflow is terminated."""
+        while True:
+            status = await self._status(instance_id)
+            if status == ENDED:
+                return False
+            if status != PAUSED:
+                return True
+            await asyncio.sleep(self.interval_s)
+
+    async def _status(self, instance_id: str) -> str | None:
+        slot = (id(asyncio.get_running_loop()), instance_id)
+        seen = self._seen.get(slot)
+        if seen is not None and time.monotonic() - seen[1] < self.interval_s:
+            return seen[0]
+        reading = self._reading.get(slot)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(slot))
+            self._reading[slot] = reading
+        return await asyncio.shield(reading)
+
+    async def _read(self, slot: tuple[int, str]) -> str | None:
+        try:
+            status = await self.status_of(slot[1])
+        except (DependencyUnavailable, ActivityError):
+            status = None  # unknown counts as running
+        finally:
+            self._reading.pop(slot, None)
+        self._seen.pop(slot, None)  # re-inserted last: the oldest reads go first
+        self._seen[slot] = (status, time.monotonic())
+        while len(self._seen) > CACHE_MAX:
+            del self._seen[next(iter(self._seen))]
+        return status
