@@ -243,7 +243,12 @@ class Stack:
         return proc
 
     def _wait_http(
-        self, proc: Proc, url: str, timeout_s: float = 120.0, headers: dict[str, str] | None = None
+        self,
+        proc: Proc,
+        url: str,
+        timeout_s: float = 120.0,
+        headers: dict[str, str] | None = None,
+        accept: Callable[[int], bool] = lambda status: status < 300,
     ) -> None:
         deadline = time.monotonic() + timeout_s
         with httpx.Client(timeout=2) as c:
@@ -254,7 +259,7 @@ class Stack:
                         f"last lines of {proc.log}:\n{tail(proc.log)}"
                     )
                 with contextlib.suppress(httpx.HTTPError):
-                    if c.get(url, headers=headers).status_code < 300:
+                    if accept(c.get(url, headers=headers).status_code):
                         return
                 if time.monotonic() > deadline:
                     raise StackError(
@@ -737,8 +742,19 @@ class Stack:
                 time.sleep(0.1)  # polling interval of its log and etcd, not a readiness sleep
 
     def restart_daprd(self) -> None:
+        """Start daprd again; back once the app is ready and its workflow client reaches
+        the new daprd (a read of an absent run answers 404, not 503: the client's gRPC
+        channel reconnects on its own backoff, up to 1 s after daprd is up)."""
         self.start_daprd()
-        self.wait_app_ready(self.procs["app" + self.suffix])
+        app = self.procs["app" + self.suffix]
+        self.wait_app_ready(app)
+        self._wait_http(
+            app,
+            f"{self.api_url}/v1/runs/swarmd-restart-probe",
+            timeout_s=60,
+            headers={"Authorization": f"Bearer {self.api_token}"},
+            accept=lambda status: status == 404,
+        )
 
     #: what :meth:`restart` can bring back (direct mode), by process name
     RESTARTABLE = ("app", "daprd", "scheduler", "placement", "redis", "litellm", "watchdog")

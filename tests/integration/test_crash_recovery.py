@@ -129,8 +129,8 @@ def test_sigkill_mid_run_resumes_without_paying_twice(
     answered = [c for c in calls() if c["status"] == 200]
     counts = Counter(c["messages_sha256"] for c in answered)
     first_ts: dict[str, float] = {}
-    for c in answered:
-        first_ts.setdefault(c["messages_sha256"], c["ts"])
+    for c in answered:  # when it was answered: the log's ts is when the call arrived
+        first_ts.setdefault(c["messages_sha256"], c["ts"] + c.get("latency_ms", 0) / 1000)
     settled = {h for h, ts in first_ts.items() if ts < kill_ts - SETTLE_S}
     paid_twice = {h: n for h, n in counts.items() if n > 1 and h in settled}
     assert not paid_twice, f"calls completed before the kill were answered again: {paid_twice}"

@@ -104,7 +104,13 @@ def test_terminated_run_leaves_the_in_flight_gauge(api, model_server) -> None:
     )
     assert r.status_code == 202, r.text
     run_id = r.json()["run_id"]
-    assert metric(api, "swarmd_runs_in_flight", swarm="scatter_gather") >= 1
+    # the tracker's gauge follows the run index (a reconcile pass that read it just
+    # before the start may set it once more from that read)
+    wait_until(
+        lambda: metric(api, "swarmd_runs_in_flight", swarm="scatter_gather") >= 1,
+        timeout_s=10,
+        what="the run in flight",
+    )
     t = api.post(f"/v1/runs/{run_id}/terminate", json={})
     assert t.status_code in (200, 202), t.text
     assert wait_run(api, run_id)["status"] == "terminated"
@@ -158,7 +164,11 @@ def test_in_flight_and_completion_survive_an_app_restart(api, model_server, stac
     r = api.post("/v1/runs", json={"spec": spec, "input": {"task": "Outlive me", "agents": 4}})
     assert r.status_code == 202, r.text
     run_id = r.json()["run_id"]
-    assert metric(api, "swarmd_runs_in_flight", swarm="restarted") == 1
+    wait_until(
+        lambda: metric(api, "swarmd_runs_in_flight", swarm="restarted") == 1,
+        timeout_s=10,
+        what="the run in flight",
+    )
 
     stack.kill("app")
     stack.restart_app()
