@@ -141,8 +141,10 @@ def test_a_run_wedged_by_a_daprd_kill_during_child_creation_is_revived(
     r = revived[0]
     assert r["action"] == "fresh_generation" and r["outcome"] == "ok", r
     assert r["generation"] == 2
-    # revived within its threshold: stuck for STALL_S plus at most a few passes
-    assert STALL_S <= r["stuck_for_s"] <= STALL_S + 4 * INTERVAL_S, r
+    # revived once past its threshold, and promptly: each 1 s pass takes the leader lock
+    # and reads every run from a daprd that has just restarted, so allow a threshold's
+    # worth of slow passes (the default threshold is 90 s)
+    assert STALL_S <= r["stuck_for_s"] <= 2 * STALL_S, r
     # engine v1 journals no call: its fresh generation pays for its calls again
     # (SWARMD_FRESH_GENERATION=always); a v2 run's would be answered from the journal
 

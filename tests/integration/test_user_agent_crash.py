@@ -61,7 +61,9 @@ def test_fast_path_messages_survive_sigkill_answered_once(
         what="every user's v3 workflow to watch its turn lease",
     )
     marks = {u: calls_since(user=u) for u in users}
-    model_server.put("/_control/faults", json=[{"model": "*", "latency_ms": 1500}])
+    # 4 s a call: every user's final call is in flight at once, with room for the polls
+    # below to see all six mid-turn (once a turn ends its journal is gone)
+    model_server.put("/_control/faults", json=[{"model": "*", "latency_ms": 4000}])
     first = {u: send(api, u, TOOL_TEXT) for u in users}
     second = {u: send(api, u, f"and then a plain question from {u}") for u in users}
     wait_until(
