@@ -16,11 +16,15 @@ agent's turn:
 
 Invariants:
 
-* A failed read (daprd restarting, the store down) never holds work back: it
-  counts as running. A control read is not worth a wedged run.
+* A control read never holds work back: a status that cannot be read (daprd
+  restarting, placement down, the store down) counts as running, and a slow one
+  is not waited out: the first read of a run at most ``first_wait_s``, a refresh
+  at most ``refresh_wait_s``, after which the last status answers while the read
+  goes on.
 * One status read per workflow instance per ``interval_s`` in a process, however
   many groups and agents ask (cached, single flight). So a terminate or a pause
-  is seen within about ``interval_s``; calls already in flight finish.
+  is seen within about ``interval_s`` (plus the read); calls already in flight
+  finish.
 * Generations of a revived run have instance ids of their own, so a cached status
   never crosses from one generation to the next.
 """
@@ -43,9 +47,17 @@ CACHE_MAX = 4096
 
 
 class RunGate:
-    def __init__(self, status_of: StatusOf, interval_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        status_of: StatusOf,
+        interval_s: float = 0.5,
+        first_wait_s: float = 1.0,
+        refresh_wait_s: float = 0.2,
+    ) -> None:
         self.status_of = status_of
         self.interval_s = interval_s
+        self.first_wait_s = first_wait_s
+        self.refresh_wait_s = refresh_wait_s
         #: instance -> (status, when read); per event loop, like every client
         self._seen: dict[tuple[int, str], tuple[str | None, float]] = {}
         self._reading: dict[tuple[int, str], asyncio.Future[str | None]] = {}
@@ -70,13 +82,19 @@ class RunGate:
         if reading is None:
             reading = asyncio.ensure_future(self._read(slot))
             self._reading[slot] = reading
-        return await asyncio.shield(reading)
+        # a read takes milliseconds; one that takes longer (an outage) is not waited
+        # for: the last status answers (none yet: running) while it goes on
+        wait_s = self.first_wait_s if seen is None else self.refresh_wait_s
+        try:
+            return await asyncio.wait_for(asyncio.shield(reading), wait_s)
+        except TimeoutError:
+            return seen[0] if seen is not None else None
 
     async def _read(self, slot: tuple[int, str]) -> str | None:
         try:
             status = await self.status_of(slot[1])
-        except (DependencyUnavailable, ActivityError):
-            status = None  # unknown counts as running
+        except (DependencyUnavailable, ActivityError, ValueError):
+            status = None  # unknown (unreachable, refused, not JSON) counts as running
         finally:
             self._reading.pop(slot, None)
         self._seen.pop(slot, None)  # re-inserted last: the oldest reads go first
