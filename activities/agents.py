@@ -24,19 +24,23 @@ Failure rules (the same outcomes as v1's agent loop):
   makes everything already answered free;
 * a limit (tokens left for the run, its deadline) stops the group starting
   new agents; those running finish and are kept, like v1's ``bounded``;
-* terminate and pause reach the group through :class:`swarmd.engine.gate.RunGate`,
-  asked before every agent's turn: a terminated run's group starts nothing more
-  (``stopped: "terminated"``; Dapr drops the result anyway), a paused run's group
-  waits until it is resumed. Calls already in flight finish.
+* terminate and pause reach the group through :class:`swarmd.engine.gate.RunGate`:
+  a terminated run's group starts nothing more and its agents stop at their next
+  turn (``stopped: "terminated"``; Dapr drops the result anyway); a paused run's
+  group starts no agent until it is resumed (agents already started finish their
+  turns). Calls already in flight finish;
+* at most ``max_agents`` agents run at once in a process (``SWARMD_AGENTS_MAX_IN_FLIGHT``,
+  all groups together); the others wait before building anything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,12 +100,34 @@ class AgentRunner:
     obs: LLMObserver | None = None
     live: LiveProgress | None = None
     gate: RunGate | None = None
+    #: agents of this process running at once, all groups together (None: no bound)
+    max_agents: int | None = None
+    _slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def _slot(self) -> asyncio.Semaphore | contextlib.nullcontext[None]:
+        """A place among the process's running agents (see ``max_agents``)."""
+        if self.max_agents is None:
+            return contextlib.nullcontext()
+        loop = asyncio.get_running_loop()
+        if loop not in self._slots:
+            self._slots[loop] = asyncio.Semaphore(self.max_agents)
+        return self._slots[loop]
 
     async def go_on(self, workflow_id: str | None) -> bool:
         """False once the group's workflow is terminated; waits while it is paused."""
         if self.gate is None or workflow_id is None:
             return True
         return await self.gate.wait_open(workflow_id)
+
+    async def terminated(self, workflow_id: str | None) -> bool:
+        """True once the group's workflow is terminated (a pause is not waited out)."""
+        return (
+            self.gate is not None
+            and workflow_id is not None
+            and (await self.gate.ended(workflow_id))
+        )
 
     async def run_group(self, group: AgentGroup, workflow_id: str | None = None) -> GroupResult:
         """Run the group's agents; ``workflow_id``: the workflow that scheduled it."""
@@ -129,11 +155,12 @@ class AgentRunner:
             async with sem:
                 if stopped is None:
                     stopped = limit()
-                if stopped is None and not await self.go_on(workflow_id):
+                if stopped is None and not await self.go_on(workflow_id):  # waits out a pause
                     stopped = "terminated"
                 if stopped is not None:
                     return
-                out = await self.run_agent(group, job, known, workflow_id)
+                async with self._slot():
+                    out = await self.run_agent(group, job, known, workflow_id)
                 spent += out.usage.total_tokens
                 outputs[i] = out
                 finished += 1
@@ -193,7 +220,7 @@ class AgentRunner:
         usage = Usage()
         last = ""
         for turn in range(1, setup.max_turns + 1):
-            if turn > 1 and not await self.go_on(workflow_id):  # turn 1: asked at the start
+            if turn > 1 and await self.terminated(workflow_id):  # turn 1: asked at the start
                 return AgentOutput.failed(
                     job.agent, "the run was terminated", content=last, turns=turn - 1, usage=usage
                 )

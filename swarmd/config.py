@@ -148,6 +148,14 @@ class Settings(BaseSettings):
         description="LLM calls one process has on the wire at once (engine v2 groups); "
         "the gateway's own throughput is the real limit, see docs/engine.md",
     )
+    agents_max_in_flight: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="agents one process runs at once across its engine v2 groups; the "
+        "others wait before building anything, so a 10,000-agent run does not hold "
+        "10,000 half-built requests in memory (keep it above SWARMD_LLM_MAX_IN_FLIGHT)",
+    )
     journal_retention_s: int = Field(
         7 * 24 * 3600,
         ge=60,

@@ -244,7 +244,9 @@ def build_worker(
     live = LiveProgress(sidecar, RunKeys(sidecar))
     model = gateway_model(llm_client, payloads, obs, guardrails, settings.llm_max_in_flight)
     gate = RunGate(sidecar.workflow_status)
-    runner = AgentRunner(journal, model, tool_deps, obs, live, gate)
+    runner = AgentRunner(
+        journal, model, tool_deps, obs, live, gate, max_agents=settings.agents_max_in_flight
+    )
     reg.activity(names.RUN_AGENTS, make_run_agents(runner), AgentGroup)
     reg.activity(
         names.REDUCE_CHUNKS, make_reduce_chunks(llm_client, sidecar, payloads, obs), ReduceRequest

@@ -7,12 +7,16 @@ workflows, which a recursive terminate stops. Engine v2 runs up to 100 agents
 inside one ``swarmd.run_agents`` activity, which, left alone, would go on
 paying for every agent of a terminated run and keep calling the model while
 the run is paused. So a group asks :meth:`RunGate.wait_open` before each
-agent's turn:
+agent starts (:meth:`RunGate.wait_open`):
 
 * the workflow is ``TERMINATED``: False, and the group starts nothing more;
 * ``SUSPENDED``: wait, reading the status again every ``interval_s``, until it
   runs again (True) or is terminated (False);
 * anything else: True at once.
+
+and before each later turn of an agent that has started (:meth:`RunGate.ended`):
+terminated, the agent stops; paused, its turns go on (it holds one of the
+process's agent places, which a pause must not keep from other runs).
 
 Invariants:
 
@@ -72,6 +76,11 @@ class RunGate:
             if status != PAUSED:
                 return True
             await asyncio.sleep(self.interval_s)
+
+    async def ended(self, instance_id: str) -> bool:
+        """True once the workflow of ``instance_id`` is terminated (a pause is not
+        waited out here: for work that already started and holds resources)."""
+        return await self._status(instance_id) == ENDED
 
     async def _status(self, instance_id: str) -> str | None:
         slot = (id(asyncio.get_running_loop()), instance_id)
