@@ -161,10 +161,14 @@ def header_number(headers: Mapping[str, str], name: str) -> float:
 
 @dataclass(frozen=True)
 class LLMObserver:
-    """Where a call's metrics and span go (built by the entrypoint)."""
+    """Where a call's metrics and span go (built by the entrypoint), and what the
+    gateway is told of it for its own records."""
 
     metrics: Metrics = field(default_factory=Metrics)
     tracer: Callable[[], Tracer] = field(default=lambda: global_tracer())
+    #: send the call's run, agent and user as LiteLLM request ``metadata`` (its spend
+    #: logs); off by default: the proxy spends ~3 ms more CPU on each call carrying it
+    spend_metadata: bool = False
 
 
 async def complete(
@@ -198,10 +202,12 @@ async def complete(
         kwargs["max_tokens"] = req.max_tokens
     if req.user:
         kwargs["user"] = req.user
-    metadata = {"swarmd_run_id": req.run_id, "swarmd_agent": req.agent}
-    if req.user:
-        metadata["swarmd_user"] = req.user
-    extra: dict[str, Any] = {"metadata": metadata}
+    extra: dict[str, Any] = {}
+    if o.spend_metadata:
+        metadata = {"swarmd_run_id": req.run_id, "swarmd_agent": req.agent}
+        if req.user:
+            metadata["swarmd_user"] = req.user
+        extra["metadata"] = metadata
     if guardrails:
         extra["guardrails"] = list(guardrails)
     parent = telemetry.step_parent(req.trace, req.run_id, workflow_id)
@@ -231,7 +237,9 @@ async def complete(
     ):
         started = time.perf_counter()
         try:
-            raw = await client.chat.completions.with_raw_response.create(**kwargs, extra_body=extra)
+            raw = await client.chat.completions.with_raw_response.create(
+                **kwargs, extra_body=extra or None
+            )
             resp = raw.parse()
         except openai.OpenAIError as exc:
             reason = error_reason(exc)

@@ -96,7 +96,9 @@ class _Worker:
         self.settings = settings
         self.dapr = dapr
         self.services = services
-        self.obs = LLMObserver(services.metrics, services.tracker.tracer)
+        self.obs = LLMObserver(
+            services.metrics, services.tracker.tracer, settings.llm_spend_metadata
+        )
         self.runtime: WorkflowRuntime | None = None
         self.http: httpx.AsyncClient | None = None
         self.registry: OwnerRegistry | None = None
