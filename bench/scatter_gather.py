@@ -12,6 +12,9 @@ server; app and daprd as direct processes), for 100 and 1,000 agents:
   ``asyncio.gather`` of the same N agent calls, and the reducer call, with the
   same ``openai`` client settings, through the same proxy.
 * ``llm-200ms``, ``llm-1000ms``: the same with 200 ms / 1 s model latency.
+  With ``--llm-repeat K`` engine and baseline alternate K times (each engine run
+  its own run id) and the row holds the medians and every sample: on these
+  cores one pair's ratio moves by +-20% from run to run.
 * ``noop-v1``: engine v1's shape (a child workflow per agent), for comparison.
 
 Each LLM case also measures the same calls straight to the model server
@@ -334,6 +337,13 @@ def main(argv: list[str] | None = None) -> int:
         "and every run's wall time (the first one on a fresh stack is the slowest)",
     )
     ap.add_argument(
+        "--llm-repeat",
+        type=int,
+        default=1,
+        help="LLM runs per case and size, engine and baseline alternating (each engine "
+        "run its own run id): the row reports the medians and every sample",
+    )
+    ap.add_argument(
         "--profile",
         type=int,
         default=0,
@@ -406,10 +416,18 @@ def main(argv: list[str] | None = None) -> int:
                             )
                         else:
                             set_latency(stack, latency_ms(case))
-                            eng = engine_llm(stack, api, n, case)
-                            sampler = Sampler(stack)
-                            base = asyncio.run(baseline_llm(stack, n))
-                            gw = sampler.cpu().get("litellm", 0.0)
+                            # engine and baseline alternate, each run its own run id: the
+                            # row holds the medians, and every sample
+                            engines, bases, gws = [], [], []
+                            for k in range(max(1, args.llm_repeat)):
+                                tag = case if k == 0 else f"{case}-{k}"
+                                engines.append(engine_llm(stack, api, n, tag))
+                                sampler = Sampler(stack)
+                                bases.append(asyncio.run(baseline_llm(stack, n)))
+                                gws.append(sampler.cpu().get("litellm", 0.0))
+                            eng = sorted(engines, key=lambda r: r["wall_s"])[len(engines) // 2]
+                            base = statistics.median(bases)
+                            gw = statistics.median(gws)
                             direct = asyncio.run(baseline_llm(stack, n, direct=True))
                             set_latency(stack, 0)
                             extra = {
@@ -418,6 +436,15 @@ def main(argv: list[str] | None = None) -> int:
                                 "gateway_cpu_ms_per_call": round(1000 * gw / (n + 2), 1),
                                 "ratio_engine_over_direct": round(eng["wall_s"] / direct, 2),
                             }
+                            if len(engines) > 1:
+                                extra["engine_wall_s_runs"] = [
+                                    round(r["wall_s"], 2) for r in engines
+                                ]
+                                extra["baseline_wall_s_runs"] = [round(b, 2) for b in bases]
+                                extra["ratio_runs"] = [
+                                    round(r["wall_s"] / b, 2)
+                                    for r, b in zip(engines, bases, strict=True)
+                                ]
                         checks: dict[str, Any] = {
                             k: eng[k] for k in ("model_calls", "output_check") if k in eng
                         }
