@@ -110,26 +110,11 @@ class AgentRunner:
         """A place among the process's running agents (see ``max_agents``)."""
         if self.max_agents is None:
             return contextlib.nullcontext()
-        loop = asyncio.get_running_loop()
-        if loop not in self._slots:
-            self._slots[loop] = asyncio.Semaphore(self.max_agents)
-        return self._slots[loop]
-
-    async def go_on(self, workflow_id: str | None) -> bool:
-        """False once the group's workflow is terminated; waits while it is paused."""
-        if self.gate is None or workflow_id is None:
-            return True
-        return await self.gate.wait_open(workflow_id)
-
-    async def terminated(self, workflow_id: str | None) -> bool:
-        """True once the group's workflow is terminated (a pause is not waited out)."""
-        return (
-            self.gate is not None
-            and workflow_id is not None
-            and (await self.gate.ended(workflow_id))
+        return self._slots.setdefault(
+            asyncio.get_running_loop(), asyncio.Semaphore(self.max_agents)
         )
 
-    async def run_group(self, group: AgentGroup, workflow_id: str | None = None) -> GroupResult:
+    async def run_group(self, group: AgentGroup, workflow_id: str) -> GroupResult:
         """Run the group's agents; ``workflow_id``: the workflow that scheduled it."""
         sem = asyncio.Semaphore(group.concurrency)
         spent = 0
@@ -155,7 +140,12 @@ class AgentRunner:
             async with sem:
                 if stopped is None:
                     stopped = limit()
-                if stopped is None and not await self.go_on(workflow_id):  # waits out a pause
+                # waits out a pause; False once the run is terminated
+                if (
+                    stopped is None
+                    and self.gate is not None
+                    and not await self.gate.wait_open(workflow_id)
+                ):
                     stopped = "terminated"
                 if stopped is not None:
                     return
@@ -176,8 +166,8 @@ class AgentRunner:
         self,
         group: AgentGroup,
         job: AgentJob,
-        known: Prefetched | None = None,
-        workflow_id: str | None = None,
+        known: Prefetched | None,
+        workflow_id: str,
     ) -> AgentOutput:
         """One agent's loop; every call journaled. Its span covers the whole loop."""
         started = datetime.now(UTC)
@@ -209,7 +199,7 @@ class AgentRunner:
         job: AgentJob,
         instance: str,
         known: Prefetched | None,
-        workflow_id: str | None,
+        workflow_id: str,
     ) -> AgentOutput:
         setup = group.setups[job.setup]
         messages: list[dict[str, Any]] = [
@@ -220,7 +210,8 @@ class AgentRunner:
         usage = Usage()
         last = ""
         for turn in range(1, setup.max_turns + 1):
-            if turn > 1 and await self.terminated(workflow_id):  # turn 1: asked at the start
+            # turn 1 was let through by the group; a pause is not waited out mid-agent
+            if turn > 1 and self.gate is not None and await self.gate.ended(workflow_id):
                 return AgentOutput.failed(
                     job.agent, "the run was terminated", content=last, turns=turn - 1, usage=usage
                 )

@@ -264,7 +264,8 @@ class DaprClient:
         r = await self._request("GET", "/v1.0/workflows/dapr/" + quote(instance_id, safe=""))
         if r.status_code >= 300:
             raise failure(f"workflow status of {instance_id!r}", r, state=False)
-        return str((r.json() or {}).get("runtimeStatus") or "") or None
+        status = (r.json() or {}).get("runtimeStatus")
+        return str(status) if status else None
 
     # -- locks ---------------------------------------------------------------
     async def try_lock(self, store: str, resource: str, owner: str, expiry_s: int) -> bool:

@@ -6,8 +6,8 @@ suspended the result waits in its inbox. Engine v1's agents were child
 workflows, which a recursive terminate stops. Engine v2 runs up to 100 agents
 inside one ``swarmd.run_agents`` activity, which, left alone, would go on
 paying for every agent of a terminated run and keep calling the model while
-the run is paused. So a group asks :meth:`RunGate.wait_open` before each
-agent starts (:meth:`RunGate.wait_open`):
+the run is paused. So a group asks before each agent starts
+(:meth:`RunGate.wait_open`):
 
 * the workflow is ``TERMINATED``: False, and the group starts nothing more;
 * ``SUSPENDED``: wait, reading the status again every ``interval_s``, until it
@@ -62,8 +62,9 @@ class RunGate:
         self.interval_s = interval_s
         self.first_wait_s = first_wait_s
         self.refresh_wait_s = refresh_wait_s
-        #: instance -> (status, when read); per event loop, like every client
-        self._seen: dict[tuple[int, str], tuple[str | None, float]] = {}
+        #: instance -> (status, when read)
+        self._seen: dict[str, tuple[str | None, float]] = {}
+        #: the read in flight, per event loop (a future belongs to its loop)
         self._reading: dict[tuple[int, str], asyncio.Future[str | None]] = {}
 
     async def wait_open(self, instance_id: str) -> bool:
@@ -83,10 +84,10 @@ class RunGate:
         return await self._status(instance_id) == ENDED
 
     async def _status(self, instance_id: str) -> str | None:
-        slot = (id(asyncio.get_running_loop()), instance_id)
-        seen = self._seen.get(slot)
+        seen = self._seen.get(instance_id)
         if seen is not None and time.monotonic() - seen[1] < self.interval_s:
             return seen[0]
+        slot = (id(asyncio.get_running_loop()), instance_id)
         reading = self._reading.get(slot)
         if reading is None:
             reading = asyncio.ensure_future(self._read(slot))
@@ -106,8 +107,8 @@ class RunGate:
             status = None  # unknown (unreachable, refused, not JSON) counts as running
         finally:
             self._reading.pop(slot, None)
-        self._seen.pop(slot, None)  # re-inserted last: the oldest reads go first
-        self._seen[slot] = (status, time.monotonic())
+        self._seen.pop(slot[1], None)  # re-inserted last: the oldest reads go first
+        self._seen[slot[1]] = (status, time.monotonic())
         while len(self._seen) > CACHE_MAX:
             del self._seen[next(iter(self._seen))]
         return status
