@@ -4,11 +4,12 @@ Loaded with ``SWARMD_PLUGINS='["bench.plugin"]'``. Two shapes:
 
 * ``bench.noop_fanout`` (engine v1's shape): each agent a child workflow running
   one activity that does nothing.
-* ``bench.noop_swarm`` (engine v2): the real ``swarmd.scatter_gather`` workflow
-  code on engine v2 — planner, agents in journaled groups, reducer — with the
-  LLM call replaced by a no-op. Every agent's call still goes through the call
-  journal (a state-store read and write), so the figure is the engine's own
-  cost: Dapr workflow state, scheduling, gRPC and the journal, without any LLM.
+* ``bench.noop_swarm`` (engine v3; ``bench.noop_swarm_e2`` the same on engine v2):
+  the real ``swarmd.scatter_gather`` workflow code — planner, agents in journaled
+  groups, reducer — with the LLM call replaced by a no-op. Every agent's call
+  still goes through the call journal (a state-store read and write), so the
+  figure is the engine's own cost: Dapr workflow state, scheduling, gRPC and the
+  journal, without any LLM.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ FANOUT = "bench.noop_fanout"
 AGENT = "bench.noop_agent"
 STEP = "bench.noop_step"
 SWARM = "bench.noop_swarm"
+SWARM_E2 = "bench.noop_swarm_e2"
 NOOP_LLM = "bench.noop_llm"
 NOOP_AGENTS = "bench.noop_agents"
 
@@ -65,7 +67,9 @@ async def _noop_model(req: LLMRequest, instance: str) -> dict[str, Any]:
     return _answer(req)
 
 
-def noop_swarm(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[Any, Any, Any]:
+def noop_swarm(
+    ctx: DaprWorkflowContext, inp: dict[str, Any], engine: int = 2
+) -> Generator[Any, Any, Any]:
     n = int(inp["agents"])
     spec = SwarmSpec(
         name="noop",
@@ -74,15 +78,22 @@ def noop_swarm(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[Any, 
         limits=Limits(max_parallel=min(n, 10_000)),
     )
     raw = SwarmInput(run_id=ctx.instance_id, task="noop", spec=spec, agents=n).model_dump()
-    out = yield from scatter_gather(ctx, raw, 2, agents_activity=NOOP_AGENTS, llm_activity=NOOP_LLM)
+    out = yield from scatter_gather(
+        ctx, raw, engine, agents_activity=NOOP_AGENTS, llm_activity=NOOP_LLM
+    )
     return {"agents": len(out["agent_results"]), "answer": out["answer"]}
+
+
+def noop_swarm_v3(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[Any, Any, Any]:
+    return (yield from noop_swarm(ctx, inp, 3))
 
 
 def register(reg: Registrar) -> None:
     reg.workflow(FANOUT, [("v1", noop_fanout)])
     reg.workflow(AGENT, [("v1", noop_agent)])
     reg.activity(STEP, noop_step)
-    reg.workflow(SWARM, [("v1", noop_swarm)])
+    reg.workflow(SWARM, [("v1", noop_swarm), ("v2", noop_swarm_v3)])
+    reg.workflow(SWARM_E2, [("v1", noop_swarm)])
     reg.activity(NOOP_LLM, noop_llm)
     if reg.journal is None:
         raise RuntimeError("bench.plugin needs the process's call journal")

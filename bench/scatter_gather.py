@@ -3,7 +3,7 @@
 On the real local stack (placement, scheduler, daprd, app, LiteLLM, model
 server; app and daprd as direct processes), for 100 and 1,000 agents:
 
-* ``noop``: the real scatter-gather workflow on engine v2 with no-op LLM
+* ``noop``: the real scatter-gather workflow on engine v3 with no-op LLM
   calls (still journaled): the engine's own ceiling. Baseline:
   ``asyncio.gather`` over the same no-op coroutines. It runs ``--noop-repeat``
   times (5) on one stack, each run its own run id; the row is the median run.
@@ -15,7 +15,8 @@ server; app and daprd as direct processes), for 100 and 1,000 agents:
   With ``--llm-repeat K`` engine and baseline alternate K times (each engine run
   its own run id) and the row holds the medians and every sample: on these
   cores one pair's ratio moves by +-20% from run to run.
-* ``noop-v1``: engine v1's shape (a child workflow per agent), for comparison.
+* ``noop-e2``: the same on engine v2 (groups of 50 instead of 250), and ``noop-v1``:
+  engine v1's shape (a child workflow per agent), for comparison.
 
 Each LLM case also measures the same calls straight to the model server
 (``direct_wall_s``), so the gateway's share is visible, and the LiteLLM
@@ -325,6 +326,14 @@ def set_latency(stack: Stack, ms: int) -> None:
     httpx.put(f"{stack.model_server_url}/_control/faults", json=faults).raise_for_status()
 
 
+#: no-op case -> the bench plugin's workflow it runs
+NOOP_WORKFLOWS = {
+    "noop": "bench.noop_swarm",  # engine v3
+    "noop-e2": "bench.noop_swarm_e2",  # engine v2: its groups of 50
+    "noop-v1": "bench.noop_fanout",  # engine v1: a child workflow per agent
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100,1000")
@@ -403,8 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                 for case in cases:
                     for n in sizes:
                         extra: dict[str, Any] = {}
-                        if case in ("noop", "noop-v1"):
-                            wf = "bench.noop_swarm" if case == "noop" else "bench.noop_fanout"
+                        if case in NOOP_WORKFLOWS:
+                            wf = NOOP_WORKFLOWS[case]
                             runs = [
                                 engine_noop(stack, api, n, f"{case}-{k}", wf)
                                 for k in range(max(1, args.noop_repeat))

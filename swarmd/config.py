@@ -135,11 +135,12 @@ class Settings(BaseSettings):
         256_000, ge=1024, description="LLM answers above this travel through history by reference"
     )
     engine_version: int = Field(
-        2,
+        3,
         ge=1,
-        le=2,
-        description="Engine new runs start on: 2 (agents in journaled groups) or 1 (a child "
-        "workflow per agent). Runs in flight always finish on the engine they started on.",
+        le=3,
+        description="Engine new runs start on: 3 (agents in journaled groups of 250), 2 (the "
+        "same in groups of 50) or 1 (a child workflow per agent). Runs in flight always "
+        "finish on the engine they started on.",
     )
     llm_max_in_flight: int = Field(
         128,

@@ -6,7 +6,7 @@ import pytest
 
 from swarmd.engine.journal import call_key, entry_key, fingerprint
 from swarmd.engine.runkeys import SHARDS, _shard
-from swarmd.workflows.steps import GROUP_SIZE, MAX_GROUPS, plan_groups
+from swarmd.workflows.steps import GROUP_SIZE_V3, GROUP_SIZES, MAX_GROUPS, plan_groups
 
 
 @pytest.mark.parametrize(
@@ -28,13 +28,31 @@ def test_plan_groups(n: int, max_parallel: int, expected: tuple[int, int, int]) 
     assert -(-n // size) <= MAX_GROUPS
 
 
-def test_plan_groups_keeps_max_parallel_meaning_calls_in_flight() -> None:
-    for n in (1, 7, 49, 50, 51, 999, 1000, 4999, 5001, 10_000):
+@pytest.mark.parametrize(
+    ("n", "max_parallel", "expected"),
+    [
+        (1000, 1000, (250, 250, 4)),  # engine v3: four groups where v2 had twenty
+        (1000, 16, (250, 16, 1)),
+        (200, 1000, (200, 200, 5)),  # one group, every call in flight at once
+        (25_000, 25_000, (250, 250, 100)),
+        (50_000, 50_000, (500, 500, 100)),  # past 25,000 agents the groups grow instead
+    ],
+)
+def test_plan_groups_on_engine_v3(
+    n: int, max_parallel: int, expected: tuple[int, int, int]
+) -> None:
+    assert plan_groups(n, max_parallel, GROUP_SIZE_V3) == expected
+
+
+@pytest.mark.parametrize("group_size", sorted(set(GROUP_SIZES.values())))
+def test_plan_groups_keeps_max_parallel_meaning_calls_in_flight(group_size: int) -> None:
+    for n in (1, 7, 49, 50, 51, 249, 251, 999, 1000, 4999, 5001, 10_000, 30_000):
         for mp in (1, 2, 6, 10, 49, 50, 51, 200, 1000, 10_000):
-            size, per_group, in_flight = plan_groups(n, mp)
+            size, per_group, in_flight = plan_groups(n, mp, group_size)
             assert 1 <= per_group <= size <= max(n, 1)
             assert per_group * in_flight <= mp
-            assert size <= max(GROUP_SIZE, -(-n // MAX_GROUPS))
+            assert size <= max(group_size, -(-n // MAX_GROUPS))
+            assert -(-n // size) <= MAX_GROUPS
 
 
 def test_call_keys_are_deterministic_and_attempt_free() -> None:

@@ -42,14 +42,23 @@ HISTORY_INLINE_BUDGET = 1_000_000
 #: history stays bounded). Part of the v2 wire contract: changing them is a new version.
 GROUP_SIZE = 50
 MAX_GROUPS = 100
+#: engine v3: the same groups, larger (so fewer of them). Each group's completion is an
+#: event for the workflow's actor, and Dapr 1.18 stalls a burst of them: a stale
+#: ``new-event`` reminder finding the inbox already drained ends the actor's turn and
+#: deactivates it, and the events queued behind it are retried a fixed 1 s later
+#: (docs/engine.md). 1,000 no-op agents took 1.2-3.2 s in 20 groups. Wire contract of v3.
+GROUP_SIZE_V3 = 250
+#: agents per group by engine generation
+GROUP_SIZES = {2: GROUP_SIZE, 3: GROUP_SIZE_V3}
 
 Job = tuple[AgentSpec, str, str, str]
 
 
-def plan_groups(n: int, max_parallel: int) -> tuple[int, int, int]:
+def plan_groups(n: int, max_parallel: int, group_size: int = GROUP_SIZE) -> tuple[int, int, int]:
     """(agents per group, calls in flight per group, groups in flight) for ``n`` agents
-    with at most ``max_parallel`` calls in flight in all."""
-    size = max(1, min(n, max(GROUP_SIZE, -(-n // MAX_GROUPS))))
+    with at most ``max_parallel`` calls in flight in all, groups of ``group_size``
+    agents (more past ``group_size * MAX_GROUPS`` agents)."""
+    size = max(1, min(n, max(group_size, -(-n // MAX_GROUPS))))
     per_group = max(1, min(size, max_parallel))
     in_flight = max(1, max_parallel // per_group)
     return size, per_group, in_flight
@@ -61,8 +70,9 @@ class Run:
     ``engine`` is the engine generation the workflow version was registered with:
     1 runs every agent as an ``agent_loop`` child workflow; 2 runs agents in groups
     inside ``swarmd.run_agents`` activities and journals every call (see
-    ``swarmd.activities.agents``). Version 1's steps are kept exactly as they were,
-    so runs started on it replay unchanged."""
+    ``swarmd.activities.agents``); 3 is 2 with larger groups (``GROUP_SIZES``).
+    Version 1's and 2's steps are kept exactly as they were, so runs started on
+    them replay unchanged."""
 
     def __init__(
         self,
@@ -266,7 +276,9 @@ class Run:
         (``when_any`` over a few groups, never over every agent). Stops starting groups
         once a limit is reached; a group itself stops starting agents at the limit."""
         n = len(jobs)
-        size, per_group, in_flight = plan_groups(n, self.spec.limits.max_parallel)
+        size, per_group, in_flight = plan_groups(
+            n, self.spec.limits.max_parallel, GROUP_SIZES[self.engine]
+        )
         batches = [jobs[i : i + size] for i in range(0, n, size)]
         results: list[AgentOutput | None] = [None] * n
         pending: dict[Any, int] = {}

@@ -67,21 +67,38 @@ Workflow = Callable[..., Any]
 #: A run records the version it started on and keeps replaying with that version's
 #: code, so a changed workflow ships as a NEW version appended here while the old
 #: one stays registered until no run in flight uses it (see docs/upgrades.md).
-def engine_v2(fn: Workflow) -> Workflow:
-    """A pattern workflow on engine v2 (agents in journaled groups; see ``Run``)."""
+def on_engine(fn: Workflow, engine: int) -> Workflow:
+    """A pattern workflow on engine ``engine`` (2: agents in journaled groups; 3: the
+    same in larger groups; see ``Run``)."""
 
     def workflow(ctx: Any, raw: Any) -> Any:
-        return fn(ctx, raw, 2)
+        return fn(ctx, raw, engine)
 
     functools.update_wrapper(workflow, fn)
     return workflow
 
 
 WORKFLOWS: dict[str, list[tuple[str, Workflow]]] = {
-    names.SCATTER_GATHER: [("v1", scatter_gather), ("v2", engine_v2(scatter_gather))],
-    names.SUPERVISOR: [("v1", supervisor), ("v2", engine_v2(supervisor))],
-    names.DEBATE: [("v1", debate), ("v2", engine_v2(debate))],
-    names.PIPELINE: [("v1", pipeline), ("v2", engine_v2(pipeline))],
+    names.SCATTER_GATHER: [
+        ("v1", scatter_gather),
+        ("v2", on_engine(scatter_gather, 2)),
+        ("v3", on_engine(scatter_gather, 3)),
+    ],
+    names.SUPERVISOR: [
+        ("v1", supervisor),
+        ("v2", on_engine(supervisor, 2)),
+        ("v3", on_engine(supervisor, 3)),
+    ],
+    names.DEBATE: [
+        ("v1", debate),
+        ("v2", on_engine(debate, 2)),
+        ("v3", on_engine(debate, 3)),
+    ],
+    names.PIPELINE: [
+        ("v1", pipeline),
+        ("v2", on_engine(pipeline, 2)),
+        ("v3", on_engine(pipeline, 3)),
+    ],
     names.AGENT_LOOP: [("v1", agent_loop)],
     names.USER_AGENT: [("v1", user_agent), ("v2", user_agent_v2), ("v3", user_agent_v3)],
 }
