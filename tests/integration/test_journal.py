@@ -198,40 +198,43 @@ async def test_a_write_batch_over_one_transaction_is_stored_whole_with_its_ttl(
 
 
 @pytest.fixture
-def v1_stack(stack: Stack) -> Iterator[Stack]:
+def old_engine_stack(stack: Stack) -> Iterator[Stack]:
     yield stack
     stack.app_env.pop("SWARMD_ENGINE_VERSION", None)
     stack.kill("app", sig=15)
     stack.restart_app()
 
 
-def test_a_run_started_on_engine_v1_finishes_after_the_upgrade(
-    v1_stack: Stack, api: httpx.Client
+@pytest.mark.parametrize("old", ["1", "2"])
+def test_a_run_started_on_an_older_engine_finishes_after_the_upgrade(
+    old_engine_stack: Stack, api: httpx.Client, old: str
 ) -> None:
-    stack = v1_stack
-    stack.app_env["SWARMD_ENGINE_VERSION"] = "1"
+    stack = old_engine_stack
+    stack.app_env["SWARMD_ENGINE_VERSION"] = old
     stack.kill("app", sig=15)
     stack.restart_app()
     spec = {"approval": True}
-    start(api, "upgrade-v1-run", agents=3, **spec)
+    before, after = f"upgrade-from-v{old}-old", f"upgrade-from-v{old}-new"
+    start(api, before, agents=3, **spec)
     wait_until(
         lambda: (
-            (api.get("/v1/runs/upgrade-v1-run").json().get("progress") or {}).get("phase")
+            (api.get(f"/v1/runs/{before}").json().get("progress") or {}).get("phase")
             == "awaiting_approval"
         ),
-        what="the v1 run to wait for approval",
+        what=f"the v{old} run to wait for approval",
     )
-    # deploy engine v2 while the v1 run waits
+    # deploy the default engine (v3) while the old run waits
     stack.app_env.pop("SWARMD_ENGINE_VERSION")
     stack.kill("app", sig=15)
     stack.restart_app()
-    start(api, "upgrade-v2-run", agents=3)
-    r = api.post("/v1/runs/upgrade-v1-run/events/approval", json={"approved": True})
+    start(api, after, agents=3)
+    r = api.post(f"/v1/runs/{before}/events/approval", json={"approved": True})
     assert r.status_code in (200, 202), r.text
-    old, new = wait_run(api, "upgrade-v1-run"), wait_run(api, "upgrade-v2-run")
-    assert old["status"] == new["status"] == "completed", (old, new)
-    assert old["output"]["approved"] is True
-    assert len(old["output"]["agent_results"]) == len(new["output"]["agent_results"]) == 3
-    # v1 ran each agent as a child workflow; v2 ran them in a group activity
-    assert api.get("/v1/runs/upgrade-v1-run.agent-1").status_code == 200
-    assert api.get("/v1/runs/upgrade-v2-run.agent-1").status_code == 404
+    was, new = wait_run(api, before), wait_run(api, after)
+    assert was["status"] == new["status"] == "completed", (was, new)
+    assert was["output"]["approved"] is True
+    assert len(was["output"]["agent_results"]) == len(new["output"]["agent_results"]) == 3
+    assert all(r["status"] == "answered" for r in was["output"]["agent_results"]), was
+    # v1 ran each agent as a child workflow; v2 and v3 run them in a group activity
+    assert api.get(f"/v1/runs/{before}.agent-1").status_code == (200 if old == "1" else 404)
+    assert api.get(f"/v1/runs/{after}.agent-1").status_code == 404
