@@ -16,7 +16,12 @@ zero latency, so model time is out of the numbers). Steps, in one run:
    and then ``--messages`` messages one after another. Latency of a message =
    its ``answered_at - created_at`` as the app recorded them (queue, workflow
    steps, the LLM call through the proxy, the reply stored): p50/p99;
-   throughput = messages / wall time; CPU per message by process.
+   throughput = messages / wall time; CPU per message by process. That is a
+   closed loop: with no pause between a reply and the next message, the p50 is
+   ~ users / throughput by Little's law, whatever the stack. ``--rate R`` adds an
+   open-loop phase: the same messages sent at R per second in all, round-robin
+   over the users, each on time whether or not the user's last one was answered
+   (``paced`` in the output: throughput, p50/p99, CPU per message).
 3. Idle agents, before the first version's users: ``--users`` agents (default
    1,000) provisioned and left idle: the app's RSS, its CPU over ``--idle-s``
    seconds, the state store's size on disk; per idle agent.
@@ -24,7 +29,7 @@ zero latency, so model time is out of the numbers). Steps, in one run:
    message, answered by the new version (the upgrade keeps agents working).
 
     .venv/bin/python -m bench.user_agents [--users 1000] [--concurrent 50] [--messages 4]
-        [--versions v2,v3] [--profile]
+        [--versions v2,v3] [--rate 30] [--profile]
 
 ``--profile`` records the app with py-spy during each version's concurrent phase
 (``bench/results/user_agents-<version>.pyspy``, collapsed stacks). Port offset:
@@ -128,27 +133,57 @@ def latency_s(msg: dict[str, Any]) -> float:
     return (a - c).total_seconds()
 
 
+def send(api: httpx.Client, user: str, text: str) -> str:
+    """POST one message (waiting out a per-user 429); its message id."""
+    while True:  # a user token may be told to wait (per-user limits: 429, Retry-After)
+        r = api.post(f"/v1/agents/{user}/messages", json={"text": text})
+        if r.status_code != 429:
+            break
+        time.sleep(float(r.headers.get("retry-after", "1")))
+    r.raise_for_status()
+    return str(r.json()["message_id"])
+
+
+def answered(api: httpx.Client, user: str, mid: str, deadline: float) -> float:
+    """Wait (long polls) until message ``mid`` is final; its latency."""
+    while True:
+        m = api.get(f"/v1/agents/{user}/messages/{mid}", params={"wait_s": 10}).json()
+        if m["status"] in FINAL:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{user}/{mid} not answered in time: {m}")
+    if m["status"] != "answered":
+        raise RuntimeError(f"{user}/{mid}: {m}")
+    return latency_s(m)
+
+
 def converse(api: httpx.Client, user: str, n: int, timeout_s: float = 300) -> list[float]:
-    out = []
     deadline = time.monotonic() + timeout_s
-    for i in range(n):
-        while True:  # a user token may be told to wait (per-user limits: 429, Retry-After)
-            r = api.post(f"/v1/agents/{user}/messages", json={"text": f"question {i} from {user}"})
-            if r.status_code != 429:
-                break
-            time.sleep(float(r.headers.get("retry-after", "1")))
-        r.raise_for_status()
-        mid = r.json()["message_id"]
-        while True:
-            m = api.get(f"/v1/agents/{user}/messages/{mid}", params={"wait_s": 10}).json()
-            if m["status"] in FINAL:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{user}/{mid} not answered after {timeout_s}s: {m}")
-        if m["status"] != "answered":
-            raise RuntimeError(f"{user}/{mid}: {m}")
-        out.append(latency_s(m))
-    return out
+    return [
+        answered(api, user, send(api, user, f"question {i} from {user}"), deadline)
+        for i in range(n)
+    ]
+
+
+def paced(
+    api: httpx.Client, users: list[str], per_user: int, rate: float, timeout_s: float = 300
+) -> tuple[list[float], float]:
+    """Open loop: ``len(users) * per_user`` messages sent at ``rate`` per second in all,
+    round-robin over the users, each sent on time whether or not the user's last one
+    was answered (a user's messages are answered in order). Latencies, and the wall
+    time from the first send to the last answer."""
+    total = len(users) * per_user
+    t0 = time.monotonic() + 0.2
+    deadline = t0 + total / rate + timeout_s
+
+    def one(j: int) -> float:
+        user = users[j % len(users)]
+        time.sleep(max(0.0, t0 + j / rate - time.monotonic()))
+        return answered(api, user, send(api, user, f"paced {j} from {user}"), deadline)
+
+    with ThreadPoolExecutor(total) as pool:
+        lats = list(pool.map(one, range(total)))
+    return lats, time.monotonic() - t0
 
 
 def wait_idle(api: httpx.Client, users: list[str], timeout_s: float = 600) -> None:
@@ -266,6 +301,22 @@ def concurrent_phase(
         "p50_ratio_vs_single_user": round(statistics.median(lats) / statistics.median(base_lat), 2),
         "cpu_ms_per_message_by_process": cpu,
     }
+    if args.rate:
+        wait_idle(api, users)
+        split = CpuSplit(stack)
+        limits = httpx.Limits(max_connections=len(users) * args.messages + 10)
+        with httpx.Client(
+            base_url=api.base_url, headers=api.headers, timeout=60, limits=limits
+        ) as wide:
+            lats, wall = paced(wide, users, args.messages, args.rate)
+        out["paced"] = {
+            "offered_msgs_per_s": args.rate,
+            "messages": len(lats),
+            "throughput_msgs_per_s": round(len(lats) / wall, 1),
+            "p50_ms": round(statistics.median(lats) * 1000, 1),
+            "p99_ms": round(pct(lats, 99) * 1000, 1),
+            "cpu_ms_per_message_by_process": split.per(len(lats)),
+        }
     print(json.dumps(out), flush=True)
     return out
 
@@ -322,6 +373,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--versions", default="v2,v3", help="workflow versions, in deploy order")
     ap.add_argument("--gateway-calls", type=int, default=400)
     ap.add_argument("--profile", action="store_true", help="py-spy the app (see above)")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="also an open-loop phase per version: the same number of messages sent at "
+        "this many per second in all, round-robin over the users (0: none)",
+    )
     args = ap.parse_args(argv)
     versions = [v.strip() for v in args.versions.split(",") if v.strip()]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the stack on SIGTERM too

@@ -3,7 +3,7 @@
 State (values, ETags, first-write concurrency, TTLs, transactions) and the
 distributed lock API (alpha). One instance per process, shared by the API, the
 activities, the owner registry, the lock manager, the run tracker and the
-watchdog; it keeps one ``httpx`` client per event loop (:mod:`loopclients`),
+watchdog; it keeps one ``aiohttp`` session per event loop (:mod:`loopclients`),
 since the API's loop and the workflow worker's loop both call it.
 
 **The one error map** (:func:`failure`), from the sidecar's answers to our tree:
@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 
-from swarmd.engine.loopclients import LoopClients
+from swarmd.engine.loopclients import LoopSessions, Reply
 from swarmd.errors import DependencyUnavailable, NonRetryableActivityError, SwarmdError
 
 T = TypeVar("T")
@@ -76,7 +76,7 @@ class Op:
     ttl_s: int | None = None
 
 
-def failure(what: str, r: httpx.Response, *, state: bool = True) -> SwarmdError:
+def failure(what: str, r: Reply, *, state: bool = True) -> SwarmdError:
     """The sidecar refused ``what``: our error for its answer (see the module docstring)."""
     msg = f"{what}: {r.status_code} {r.text[:200]}"
     if state and 400 <= r.status_code < 500:
@@ -91,13 +91,15 @@ class DaprClient:
         self.base = f"http://127.0.0.1:{http_port}"
         self.state_store = state_store
         self.timeout_s = timeout_s
-        self._clients = LoopClients(self.timeout_s)
+        self._clients = LoopSessions(self.timeout_s)
 
-    async def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+    async def _request(self, method: str, path: str, **kw: Any) -> Reply:
         try:
-            return await self._clients.get().request(method, self.base + path, **kw)
-        except httpx.HTTPError as exc:
-            raise DependencyUnavailable(f"Dapr sidecar unreachable at {self.base}: {exc}") from exc
+            return await self._clients.request(method, self.base + path, **kw)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise DependencyUnavailable(
+                f"Dapr sidecar unreachable at {self.base}: {exc!r}"
+            ) from exc
 
     def _state_path(self, key: str | None = None) -> str:
         p = "/v1.0/state/" + quote(self.state_store, safe="")
@@ -299,7 +301,7 @@ class DaprClient:
         await self._clients.aclose()
 
 
-def _etag_conflict(r: httpx.Response) -> bool:
+def _etag_conflict(r: Reply) -> bool:
     """daprd answers an ETag mismatch with 409 (and some stores with 400 + ERR_STATE_*ETAG)."""
     if r.status_code == 409:
         return True
