@@ -364,7 +364,7 @@ def gateway_model(
     payloads: PayloadStore | None,
     obs: LLMObserver | None,
     guardrails: Sequence[str] = (),
-    max_in_flight: int = 128,
+    max_in_flight: int = 256,
 ) -> CallModel:
     """The real :data:`CallModel`: one chat completion through the gateway (``guardrails``:
     the operator's optional user-input guardrails, asked for on every call).

@@ -48,6 +48,7 @@ from typing import Any
 import httpx
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
+from swarmd.config import LLM_MAX_IN_FLIGHT
 from swarmd.devstack.launcher import ROOT, Ports, Stack
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scatter_gather.json"
@@ -264,10 +265,11 @@ async def baseline_noop(n: int) -> float:
     return time.perf_counter() - t0
 
 
-#: calls the baselines keep in flight: the engine's own bound (SWARMD_LLM_MAX_IN_FLIGHT).
-#: Unbounded, 10,000 calls queued in one HTTP client's pool spent the baseline's CPU on
-#: the pool's bookkeeping (it never finished), which no competent asyncio program does.
-BASELINE_IN_FLIGHT = 128
+#: calls the baselines keep in flight: the engine's own bound (SWARMD_LLM_MAX_IN_FLIGHT,
+#: as the app under test gets it from this environment). Unbounded, 10,000 calls queued
+#: in one HTTP client's pool spent the baseline's CPU on the pool's bookkeeping (it
+#: never finished), which no competent asyncio program does.
+BASELINE_IN_FLIGHT = int(os.environ.get("SWARMD_LLM_MAX_IN_FLIGHT", LLM_MAX_IN_FLIGHT))
 
 
 async def baseline_llm(stack: Stack, n: int, direct: bool = False) -> float:

@@ -31,6 +31,8 @@ zero latency, so model time is out of the numbers). Steps, in one run:
     .venv/bin/python -m bench.user_agents [--users 1000] [--concurrent 50] [--messages 4]
         [--versions v2,v3] [--rate 30] [--profile]
 
+``--rate`` defaults to 30 (the per-user target's load); ``--rate 0`` skips it.
+
 ``--profile`` records the app with py-spy during each version's concurrent phase
 (``bench/results/user_agents-<version>.pyspy``, collapsed stacks). Port offset:
 ``SWARMD_BENCH_PORT_OFFSET`` (default 7500). Writes ``bench/results/user_agents.json``.
@@ -376,8 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--rate",
         type=float,
-        default=0.0,
-        help="also an open-loop phase per version: the same number of messages sent at "
+        default=30.0,
+        help="then an open-loop phase per version: the same number of messages sent at "
         "this many per second in all, round-robin over the users (0: none)",
     )
     args = ap.parse_args(argv)

@@ -20,6 +20,12 @@ ReviveAction = Literal["nudge", "fresh_generation"]
 DEFAULT_REVIVE_ACTIONS: tuple[ReviveAction, ...] = ("fresh_generation",)
 
 
+#: default of ``SWARMD_LLM_MAX_IN_FLIGHT``, the same as the agent bound: with 128, a
+#: 1,000-agent run at 1 s model latency kept calls waiting at the gate while the gateway
+#: had room (docs/benchmarks.md#engine-v2)
+LLM_MAX_IN_FLIGHT = 256
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWARMD_", extra="ignore", frozen=True)
 
@@ -143,10 +149,10 @@ class Settings(BaseSettings):
         "finish on the engine they started on.",
     )
     llm_max_in_flight: int = Field(
-        128,
+        LLM_MAX_IN_FLIGHT,
         ge=1,
         le=10_000,
-        description="LLM calls one process has on the wire at once (engine v2 groups); "
+        description="LLM calls one process has on the wire at once (engine v2/v3 groups); "
         "the gateway's own throughput is the real limit, see docs/engine.md",
     )
     llm_spend_metadata: bool = Field(
@@ -161,7 +167,7 @@ class Settings(BaseSettings):
         le=100_000,
         description="agents one process runs at once across its engine v2 groups; the "
         "others wait before building anything, so a 10,000-agent run does not hold "
-        "10,000 half-built requests in memory (keep it above SWARMD_LLM_MAX_IN_FLIGHT)",
+        "10,000 half-built requests in memory (keep it at least SWARMD_LLM_MAX_IN_FLIGHT)",
     )
     journal_retention_s: int = Field(
         7 * 24 * 3600,
