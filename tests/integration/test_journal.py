@@ -175,6 +175,7 @@ async def test_one_activity_executed_twice_pays_each_call_once(
         stale = [await journal.prefetch(run_id, keys) for _ in range(3)]
         first, second = await asyncio.gather(execution(stale[0]), execution(stale[1]))
         third = await execution(stale[2])
+    await dapr.close()
     assert first == second == third
     answered = [c for c in calls() if c["status"] == 200]
     assert len(answered) == len(keys), answered  # each call paid once
@@ -188,8 +189,11 @@ async def test_a_write_batch_over_one_transaction_is_stored_whole_with_its_ttl(
     a batch larger than one lands whole, every entry readable, each with its TTL."""
     dapr = DaprClient(stack.ports.dapr_http, "statestore")
     items = [(f"journal|batch|k{i:03d}", {"i": i}, 600 if i % 2 else None) for i in range(250)]
-    await dapr.put_many(items)
-    found = await dapr.get_items([k for k, _, _ in items])
+    try:
+        await dapr.put_many(items)
+        found = await dapr.get_items([k for k, _, _ in items])
+    finally:
+        await dapr.close()
     assert {k: it.value for k, it in found.items()} == {k: v for k, v, _ in items}
     async with httpx.AsyncClient(base_url=stack.dapr_url) as sidecar:
         for key, _, ttl in items[:4]:

@@ -19,11 +19,11 @@ pytestmark = pytest.mark.integration
 
 
 async def test_concurrent_memory_appends_lose_no_line(stack: Stack) -> None:
-    port = stack.ports.dapr_http
-    registry = OwnerRegistry(DaprClient(port, "statestore"), pod="test-memory", ttl_s=4)
+    # one sidecar client for all, as the app has
+    state = DaprClient(stack.ports.dapr_http, "statestore")
+    registry = OwnerRegistry(state, pod="test-memory", ttl_s=4)
     await registry.start()
-    locks = LockManager(DaprClient(port, "statestore"), registry, "lockstore")
-    state = DaprClient(port, "statestore")
+    locks = LockManager(state, registry, "lockstore")
     try:
         async with httpx.AsyncClient() as http:
             deps = ToolDeps(
@@ -50,10 +50,9 @@ async def test_concurrent_memory_appends_lose_no_line(stack: Stack) -> None:
         assert stored is not None and sorted(stored.split("\n")) == sorted(lines)
         # every lock was released and forgotten by the owner registry
         assert locks.held() == []
-        holds = await DaprClient(port, "statestore").get(holds_key(registry.owner))
+        holds = await state.get(holds_key(registry.owner))
         assert holds.value is not None and holds.value["locks"] == {}
     finally:
         await locks.release_all()
         await registry.stop()
         await state.close()
-        await locks.sc.close()
