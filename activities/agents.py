@@ -363,8 +363,8 @@ def gateway_model(
     client: AsyncOpenAI,
     payloads: PayloadStore | None,
     obs: LLMObserver | None,
-    guardrails: Sequence[str] = (),
-    max_in_flight: int = 256,
+    guardrails: Sequence[str],
+    max_in_flight: int,
 ) -> CallModel:
     """The real :data:`CallModel`: one chat completion through the gateway (``guardrails``:
     the operator's optional user-input guardrails, asked for on every call).

@@ -20,7 +20,7 @@ from typing import Any
 from dapr.ext.workflow import DaprWorkflowContext, WorkflowActivityContext, when_all
 
 from swarmd.activities.agents import AgentRunner, make_run_agents
-from swarmd.compose.worker import Registrar
+from swarmd.compose.worker import Registrar, on_engine
 from swarmd.engine.models import LLMRequest, LLMResult, SwarmInput, Usage
 from swarmd.engine.spec import AgentSpec, Limits, SwarmSpec
 from swarmd.workflows.scatter_gather import scatter_gather
@@ -68,7 +68,7 @@ async def _noop_model(req: LLMRequest, instance: str) -> dict[str, Any]:
 
 
 def noop_swarm(
-    ctx: DaprWorkflowContext, inp: dict[str, Any], engine: int = 2
+    ctx: DaprWorkflowContext, inp: dict[str, Any], engine: int
 ) -> Generator[Any, Any, Any]:
     n = int(inp["agents"])
     spec = SwarmSpec(
@@ -84,16 +84,12 @@ def noop_swarm(
     return {"agents": len(out["agent_results"]), "answer": out["answer"]}
 
 
-def noop_swarm_v3(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[Any, Any, Any]:
-    return (yield from noop_swarm(ctx, inp, 3))
-
-
 def register(reg: Registrar) -> None:
     reg.workflow(FANOUT, [("v1", noop_fanout)])
     reg.workflow(AGENT, [("v1", noop_agent)])
     reg.activity(STEP, noop_step)
-    reg.workflow(SWARM, [("v1", noop_swarm), ("v2", noop_swarm_v3)])
-    reg.workflow(SWARM_E2, [("v1", noop_swarm)])
+    reg.workflow(SWARM, [("v1", on_engine(noop_swarm, 2)), ("v2", on_engine(noop_swarm, 3))])
+    reg.workflow(SWARM_E2, [("v1", on_engine(noop_swarm, 2))])
     reg.activity(NOOP_LLM, noop_llm)
     if reg.journal is None:
         raise RuntimeError("bench.plugin needs the process's call journal")

@@ -78,27 +78,16 @@ def on_engine(fn: Workflow, engine: int) -> Workflow:
     return workflow
 
 
+def pattern_versions(fn: Workflow) -> list[tuple[str, Workflow]]:
+    """A pattern workflow's versions: v1 (a child workflow per agent), v2 and v3."""
+    return [("v1", fn), ("v2", on_engine(fn, 2)), ("v3", on_engine(fn, 3))]
+
+
 WORKFLOWS: dict[str, list[tuple[str, Workflow]]] = {
-    names.SCATTER_GATHER: [
-        ("v1", scatter_gather),
-        ("v2", on_engine(scatter_gather, 2)),
-        ("v3", on_engine(scatter_gather, 3)),
-    ],
-    names.SUPERVISOR: [
-        ("v1", supervisor),
-        ("v2", on_engine(supervisor, 2)),
-        ("v3", on_engine(supervisor, 3)),
-    ],
-    names.DEBATE: [
-        ("v1", debate),
-        ("v2", on_engine(debate, 2)),
-        ("v3", on_engine(debate, 3)),
-    ],
-    names.PIPELINE: [
-        ("v1", pipeline),
-        ("v2", on_engine(pipeline, 2)),
-        ("v3", on_engine(pipeline, 3)),
-    ],
+    names.SCATTER_GATHER: pattern_versions(scatter_gather),
+    names.SUPERVISOR: pattern_versions(supervisor),
+    names.DEBATE: pattern_versions(debate),
+    names.PIPELINE: pattern_versions(pipeline),
     names.AGENT_LOOP: [("v1", agent_loop)],
     names.USER_AGENT: [("v1", user_agent), ("v2", user_agent_v2), ("v3", user_agent_v3)],
 }

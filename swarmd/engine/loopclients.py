@@ -28,12 +28,14 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 import httpx
 from multidict import CIMultiDictProxy
 from yarl import URL
+
+C = TypeVar("C")
 
 #: connections per loop and per client, all kept alive (see the module docstring); a
 #: request waits for a free one without a pool timeout (its own timeout still applies)
@@ -87,31 +89,56 @@ class GatedTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-class LoopClients:
-    def __init__(self, timeout_s: float = 10.0) -> None:
-        self.timeout_s = timeout_s
-        self._clients: dict[int, httpx.AsyncClient] = {}
+class _PerLoop(Generic[C]):
+    """One client per event loop, made on the loop's first call (:meth:`_current`)."""
 
-    def get(self) -> httpx.AsyncClient:
+    def __init__(self) -> None:
+        self._clients: dict[int, C] = {}
+
+    def _make(self) -> C:
+        raise NotImplementedError
+
+    async def _close(self, client: C) -> None:
+        raise NotImplementedError
+
+    def _usable(self, client: C) -> bool:
+        return True
+
+    def _current(self) -> C:
         loop_id = id(asyncio.get_running_loop())
         client = self._clients.get(loop_id)
-        if client is None:
-            client = self._clients[loop_id] = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.timeout_s, pool=None), transport=GatedTransport()
-            )
+        if client is None or not self._usable(client):
+            client = self._clients[loop_id] = self._make()
         return client
 
     async def aclose_current(self) -> None:
         """Close the running loop's client (a loop that is about to end)."""
         client = self._clients.pop(id(asyncio.get_running_loop()), None)
         if client is not None:
-            await client.aclose()
+            await self._close(client)
 
     async def aclose(self) -> None:
         for client in list(self._clients.values()):
             with contextlib.suppress(RuntimeError):  # made on another, already closed loop
-                await client.aclose()
+                await self._close(client)
         self._clients.clear()
+
+
+class LoopClients(_PerLoop[httpx.AsyncClient]):
+    def __init__(self, timeout_s: float = 10.0) -> None:
+        super().__init__()
+        self.timeout_s = timeout_s
+
+    def get(self) -> httpx.AsyncClient:
+        return self._current()
+
+    def _make(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(self.timeout_s, pool=None), transport=GatedTransport()
+        )
+
+    async def _close(self, client: httpx.AsyncClient) -> None:
+        await client.aclose()
 
 
 class Reply:
@@ -132,30 +159,32 @@ class Reply:
         return json.loads(self.content)
 
 
-class LoopSessions:
+class LoopSessions(_PerLoop[aiohttp.ClientSession]):
     """One ``aiohttp`` session per event loop, at most ``CONNECTIONS`` connections each,
     kept alive. Transport failures come out as :class:`aiohttp.ClientError` or
     :class:`TimeoutError`."""
 
     def __init__(self, timeout_s: float = 10.0) -> None:
+        super().__init__()
         # per connect and per read, as httpx's was; no bound on waiting for a free
         # connection (a request's own timeouts still apply once it has one)
         self.timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_connect=timeout_s, sock_read=timeout_s
         )
-        self._sessions: dict[int, aiohttp.ClientSession] = {}
 
-    def _session(self) -> aiohttp.ClientSession:
-        loop_id = id(asyncio.get_running_loop())
-        session = self._sessions.get(loop_id)
-        if session is None or session.closed:
-            session = self._sessions[loop_id] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=CONNECTIONS, force_close=False),
-                timeout=self.timeout,
-                json_serialize=_dumps,
-                auto_decompress=False,
-            )
-        return session
+    def _make(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=CONNECTIONS, force_close=False),
+            timeout=self.timeout,
+            json_serialize=_dumps,
+            auto_decompress=False,
+        )
+
+    async def _close(self, session: aiohttp.ClientSession) -> None:
+        await session.close()
+
+    def _usable(self, session: aiohttp.ClientSession) -> bool:
+        return not session.closed
 
     async def request(
         self,
@@ -167,22 +196,10 @@ class LoopSessions:
         params: dict[str, str] | None = None,
     ) -> Reply:
         """``url`` is sent as it is: its path is already percent-encoded (state keys)."""
-        async with self._session().request(
+        async with self._current().request(
             method, URL(url, encoded=True), json=json, headers=headers, params=params
         ) as resp:
             return Reply(resp.status, resp.headers, await resp.read())
-
-    async def aclose_current(self) -> None:
-        """Close the running loop's session (a loop that is about to end)."""
-        session = self._sessions.pop(id(asyncio.get_running_loop()), None)
-        if session is not None:
-            await session.close()
-
-    async def aclose(self) -> None:
-        for session in list(self._sessions.values()):
-            with contextlib.suppress(RuntimeError):  # made on another, already closed loop
-                await session.close()
-        self._sessions.clear()
 
 
 def _dumps(value: Any) -> str:
