@@ -56,6 +56,15 @@ def test_fault_injection_429_then_recovery(tmp_path: Path) -> None:
     assert statuses == [429, 429, 200, 200]
 
 
+def test_a_fault_can_single_out_requests_by_their_text() -> None:
+    # tests slow down or fail one call among concurrent ones by what it asks
+    c = TestClient(ModelServer(None).app())
+    r = c.put("/_control/faults", json=[{"model": "*", "contains": "part 3 of 3", "status": 500}])
+    assert r.status_code == 200 and r.json()[0]["contains"] == "part 3 of 3"
+    assert chat(c, content="summarise part 2 of 3").status_code == 200  # type: ignore[attr-defined]
+    assert chat(c, content="summarise part 3 of 3").status_code == 500  # type: ignore[attr-defined]
+
+
 def test_tool_call_round_trip() -> None:
     c = TestClient(ModelServer(None).app())
     tools = [{"type": "function", "function": {"name": "calculator", "parameters": {}}}]

@@ -254,9 +254,10 @@ def build_worker(
         journal, model, tool_deps, obs, live, gate, max_agents=settings.agents_max_in_flight
     )
     reg.activity(names.RUN_AGENTS, make_run_agents(runner), AgentGroup)
-    reg.activity(
-        names.REDUCE_CHUNKS, make_reduce_chunks(llm_client, sidecar, payloads, obs), ReduceRequest
+    reduce_chunks = make_reduce_chunks(
+        llm_client, sidecar, journal, settings.llm_max_in_flight, payloads, obs
     )
+    reg.activity(names.REDUCE_CHUNKS, reduce_chunks, ReduceRequest)
     call_tool = traced_tool(make_call_tool(tool_deps), obs)
     reg.activity(names.CALL_TOOL, call_tool, ToolRequest)
     baseline, templates = agent_config

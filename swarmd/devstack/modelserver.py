@@ -25,7 +25,9 @@ Control API (for tests and benchmarks; not part of the OpenAI protocol):
 
 * ``GET /_control/log`` the answered requests; ``DELETE /_control/log`` clears.
 * ``PUT /_control/faults`` ``[{"model": "mock-a" | "*", "status": 429,
-  "rate": 1.0, "count": null, "latency_ms": 0}]`` replaces the fault rules.
+  "rate": 1.0, "count": null, "latency_ms": 0, "contains": null}]`` replaces the
+  fault rules. The first rule whose ``model`` matches (and, when ``contains`` is
+  set, some message's text contains that string) applies to a request.
 * ``GET /health``.
 """
 
@@ -58,11 +60,16 @@ class Fault:
     rate: float = 1.0  # share of matching requests that fail (seeded, deterministic)
     count: int | None = None  # fail only the first `count` matching requests
     latency_ms: int = 0
+    contains: str | None = None  # only requests with a message holding this text
     _seen: int = 0
     _rng: random.Random = field(default_factory=lambda: random.Random(7))
 
-    def matches(self, model: str) -> bool:
-        return self.model in ("*", model)
+    def matches(self, model: str, messages: list[dict[str, Any]]) -> bool:
+        if self.model not in ("*", model):
+            return False
+        return self.contains is None or any(
+            self.contains in _text(m.get("content")) for m in messages
+        )
 
     def should_fail(self) -> bool:
         if self.status is None:
@@ -197,9 +204,9 @@ class ModelServer:
         self.log = RequestLog(log_path)
         self.faults: list[Fault] = faults or []
 
-    def _fault_for(self, model: str) -> Fault | None:
+    def _fault_for(self, model: str, messages: list[dict[str, Any]]) -> Fault | None:
         for f in self.faults:
-            if f.matches(model):
+            if f.matches(model, messages):
                 return f
         return None
 
@@ -224,7 +231,7 @@ class ModelServer:
             return _error(
                 400, "invalid_request_error", "streaming is not supported", param="stream"
             )
-        fault = self._fault_for(model)
+        fault = self._fault_for(model, messages)
         if fault and fault.latency_ms:
             await asyncio.sleep(fault.latency_ms / 1000)
         h = messages_hash(messages)
@@ -294,7 +301,7 @@ class ModelServer:
         raw = await request.json()
         if not isinstance(raw, list):
             return _error(422, "invalid_request_error", "faults must be a list")
-        allowed = {"model", "status", "rate", "count", "latency_ms"}
+        allowed = {"model", "status", "rate", "count", "latency_ms", "contains"}
         try:
             self.faults = [Fault(**{k: v for k, v in f.items() if k in allowed}) for f in raw]
         except TypeError as exc:
