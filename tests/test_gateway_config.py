@@ -98,6 +98,14 @@ def _guardrails(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
+def test_the_chart_tunes_the_proxys_garbage_collector_as_the_local_stack_does() -> None:
+    from swarmd.devstack.launcher import GATEWAY_GC_THRESHOLD
+
+    assert _chart_litellm()["gcThreshold"] == GATEWAY_GC_THRESHOLD
+    gen0, gen1, gen2 = map(int, GATEWAY_GC_THRESHOLD.split(","))
+    assert gen0 > 700 and gen1 >= 10 and gen2 >= 10  # fewer passes than Python's default
+
+
 def test_chart_guardrails_match_the_gateway_config() -> None:
     assert _guardrails(_chart_litellm()["guardrails"]) == _guardrails(_gateway()["guardrails"])
 
