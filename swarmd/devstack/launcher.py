@@ -54,7 +54,7 @@ APP_ID = "swarmd"
 #: LiteLLM's own knob for the proxy's cyclic garbage collector (gen0,gen1,gen2; the chart's
 #: litellm.gcThreshold). Python's default (700,10,10) ran it ~1.5 times per call over the
 #: proxy's large heap; with these, 1,500 calls cost 8.7 ms of proxy CPU each instead of
-#: 10.9 (medians of 7 runs each, docs/benchmarks.md#the-gateway), for 8 MB more RSS.
+#: 10.9 (medians of 7 alternating runs, docs/benchmarks.md#the-gateway), for 8 MB more RSS.
 GATEWAY_GC_THRESHOLD = "50000,50,100"
 
 
@@ -169,6 +169,8 @@ class Stack:
     #: extra daprd flags (direct mode), e.g. profiling for benchmarks
     daprd_args: list[str] = field(default_factory=list)
     watchdog_env: dict[str, str] = field(default_factory=dict)
+    #: extra environment of the LiteLLM proxy (benchmarks compare its settings)
+    gateway_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, Proc] = field(default_factory=dict)
     _health: Persistent = field(default_factory=Persistent, repr=False)
     #: 0 for the stack itself; n for its n-th extra app + daprd + watchdog pair (a second
@@ -498,6 +500,7 @@ class Stack:
                 "DISABLE_SCHEMA_UPDATE": "True",
                 "PYTHON_GC_THRESHOLD": GATEWAY_GC_THRESHOLD,
                 **self.upstream_env(),
+                **self.gateway_env,
             },
         )
         self._wait_http(gw, f"http://127.0.0.1:{self.ports.litellm}/health/readiness")
