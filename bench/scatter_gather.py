@@ -9,8 +9,10 @@ server; app and daprd as direct processes), for 100 and 1,000 agents:
   times (5) on one stack, each run its own run id; the row is the median run.
 * ``llm-0ms``: a real scatter-gather run through the LiteLLM proxy against the
   local model server answering at once. Baseline: the same planner call,
-  ``asyncio.gather`` of the same N agent calls, and the reducer call, with the
-  same ``openai`` client settings, through the same proxy.
+  ``asyncio.gather`` of the same N agent calls, and the same reduce (every answer
+  read: chunk summaries made at once when the answers pass the spec's
+  ``reduce_chunk_chars``, then one merge), with the same ``openai`` client settings,
+  through the same proxy: the same 1,005 calls for 1,000 agents.
 * ``llm-200ms``, ``llm-1000ms``: the same with 200 ms / 1 s model latency.
   With ``--llm-repeat K`` engine and baseline alternate K times (each engine run
   its own run id) and the row holds the medians and every sample: on these
@@ -48,8 +50,11 @@ from typing import Any
 import httpx
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
+from swarmd.activities.reduce import CHUNK_PROMPT
 from swarmd.config import LLM_MAX_IN_FLIGHT
 from swarmd.devstack.launcher import ROOT, Ports, Stack
+from swarmd.engine.spec import Limits
+from swarmd.workflows.scatter_gather import REDUCER_PROMPT, chunk
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scatter_gather.json"
 TASK = "Survey the failure modes of distributed agent systems"
@@ -312,10 +317,35 @@ async def baseline_llm(stack: Stack, n: int, direct: bool = False) -> float:
     answers = await asyncio.gather(
         *(call("swarmd-fast", "You are a careful analyst.", s) for s in subtasks)
     )
-    await call("swarmd-smart", "Merge the answers.", "\n\n".join(answers)[:20000])
+    # the reduce the engine does: every answer read, in chunk summaries made at once when
+    # together they pass the reduce limit, then one merge (the same 1,005 calls for 1,000)
+    sections = [f"## agent-{i + 1}\n{a}" for i, a in enumerate(answers)]
+    merged = "\n\n".join(sections)
+    if len(merged) > REDUCE_CHUNK_CHARS:
+        chunks = chunk(sections, REDUCE_CHUNK_CHARS)
+        parts = await asyncio.gather(
+            *(
+                call(
+                    "swarmd-smart",
+                    CHUNK_PROMPT.format(i=i + 1, n=len(chunks)),
+                    f"Task: {TASK}\n\nAnswers:\n{c}",
+                )
+                for i, c in enumerate(chunks)
+            )
+        )
+        merged = "\n\n".join(f"## part {i + 1}\n{p}" for i, p in enumerate(parts))
+    await call(
+        "swarmd-smart",
+        REDUCER_PROMPT.format(n=len(answers)),
+        f"Task: {TASK}\n\nAnswers:\n{merged}",
+    )
     took = time.perf_counter() - t0
     await client.close()
     return took
+
+
+#: where the engine's scatter-gather reduces in chunks (the spec's default limit)
+REDUCE_CHUNK_CHARS = Limits().reduce_chunk_chars
 
 
 def latency_ms(case: str) -> int:
@@ -430,12 +460,15 @@ def main(argv: list[str] | None = None) -> int:
                             # engine and baseline alternate, each run its own run id: the
                             # row holds the medians, and every sample
                             engines, bases, gws = [], [], []
+                            base_calls = 0
                             for k in range(max(1, args.llm_repeat)):
                                 tag = case if k == 0 else f"{case}-{k}"
                                 engines.append(engine_llm(stack, api, n, tag))
                                 sampler = Sampler(stack)
+                                before = len(stack.model_calls())
                                 bases.append(asyncio.run(baseline_llm(stack, n)))
                                 gws.append(sampler.cpu().get("litellm", 0.0))
+                                base_calls = len(stack.model_calls()) - before
                             eng = sorted(engines, key=lambda r: r["wall_s"])[len(engines) // 2]
                             base = statistics.median(bases)
                             gw = statistics.median(gws)
@@ -444,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
                             extra = {
                                 "direct_wall_s": round(direct, 3),
                                 "ratio_gateway_over_direct": round(direct / base, 2),
-                                "gateway_cpu_ms_per_call": round(1000 * gw / (n + 2), 1),
+                                "baseline_model_calls": base_calls,
+                                "gateway_cpu_ms_per_call": round(1000 * gw / base_calls, 1),
                                 "ratio_engine_over_direct": round(eng["wall_s"] / direct, 2),
                             }
                             if len(engines) > 1:
