@@ -65,6 +65,7 @@ fuzz: setup ## schemathesis against a local stack: all checks, examples/coverage
 
 bench: setup ## benchmarks: figures and method in docs/benchmarks.md
 	$(BIN)/python -m bench.scatter_gather
+	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.watchdog_reclaim
 	$(BIN)/python -m bench.user_agents
 	$(BIN)/python -m bench.pubsub
