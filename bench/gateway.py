@@ -35,7 +35,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any
 
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
+from bench.profiling import py_spy, top_frames
 from bench.scatter_gather import cpu_seconds, rss_mb
 from swarmd.devstack.launcher import GATEWAY_GC_THRESHOLD, Ports, Stack
 
@@ -94,35 +94,6 @@ def stop(stack: Stack, name: str) -> None:
         proc.popen.wait(timeout=10)
 
 
-def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
-    spy = Path(sys.executable).parent / "py-spy"
-    if not spy.exists():
-        return None
-    cmd = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200"]
-    return subprocess.Popen(
-        [*cmd, "--nonblocking", "-o", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def litellm_frames(collapsed: Path, k: int = 15) -> list[tuple[str, float]]:
-    """Share of samples per innermost LiteLLM function (with the non-LiteLLM code below it)."""
-    totals: dict[str, int] = {}
-    everything = 0
-    for line in collapsed.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        n = int(count)
-        everything += n
-        for frame in reversed(stack.split(";")):
-            if "litellm/" in frame:
-                name = frame.rsplit(":", 1)[0] + ")" if frame.endswith(")") else frame
-                totals[name] = totals.get(name, 0) + n
-                break
-    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:k]
-    return [(f, round(100 * c / max(1, everything), 1)) for f, c in ranked]
-
-
 def measure(
     stack: Stack, variant: str, args: argparse.Namespace, profile: Path | None
 ) -> dict[str, float]:
@@ -131,7 +102,7 @@ def measure(
     try:
         base = f"http://127.0.0.1:{stack.ports.litellm}/v1"
         asyncio.run(calls(base, stack.gateway_key, "swarmd-fast", args.warmup, args.in_flight))
-        spy = py_spy(gw.popen.pid, profile) if profile is not None else None
+        spy = py_spy(gw.popen.pid, profile, rate=200) if profile is not None else None
         before = cpu_seconds(gw.popen.pid)
         wall = asyncio.run(
             calls(base, stack.gateway_key, "swarmd-fast", args.calls, args.in_flight)
@@ -183,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
                     )
         finally:
             stack.stop()
-        frames = litellm_frames(profile) if profile is not None and profile.exists() else []
+        frames = (
+            top_frames(profile, ("litellm/",), 15)
+            if profile is not None and profile.exists()
+            else []
+        )
     direct = statistics.median(directs)
     rows: list[dict[str, Any]] = []
     for v in variants:

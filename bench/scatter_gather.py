@@ -41,7 +41,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +49,7 @@ from typing import Any
 import httpx
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
+from bench.profiling import PROJECT_FRAMES, py_spy, top_frames
 from swarmd.activities.reduce import CHUNK_PROMPT
 from swarmd.config import LLM_MAX_IN_FLIGHT
 from swarmd.devstack.launcher import ROOT, Ports, Stack
@@ -140,30 +140,6 @@ def engine_noop(
     return measured(api, run_id, sampler, t0)
 
 
-def profile_app(stack: Stack, out: Path) -> subprocess.Popen[bytes] | None:
-    """py-spy on the app process (collapsed stacks), if py-spy is installed."""
-    spy = Path(sys.executable).parent / "py-spy"
-    if not spy.exists():
-        return None
-    return subprocess.Popen(
-        [
-            str(spy),
-            "record",
-            "--pid",
-            str(stack.procs["app"].popen.pid),
-            "--format",
-            "raw",
-            "--rate",
-            "50",
-            "--nonblocking",
-            "-o",
-            str(out),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 PROFILE_PORT_INDEX = 24  # the last port of the stack's 25-port block
 
 
@@ -186,35 +162,6 @@ def profile_daprd(stack: Stack, seconds: int) -> subprocess.Popen[bytes] | None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-
-
-def top_frames(collapsed: Path, k: int = 12) -> list[tuple[str, float]]:
-    """Share of samples per innermost swarmd/dapr/durabletask frame (self + callees)."""
-    totals: dict[str, int] = {}
-    all_samples = 0
-    for line in collapsed.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        n = int(count)
-        all_samples += n
-        frames = stack.split(";")
-        for f in reversed(frames):
-            if any(
-                key in f
-                for key in (
-                    "swarmd",
-                    "durabletask",
-                    "dapr/",
-                    "grpc",
-                    "openai",
-                    "httpx",
-                    "pydantic",
-                    "json",
-                )
-            ):
-                totals[f] = totals.get(f, 0) + n
-                break
-    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:k]
-    return [(f, round(100 * c / max(1, all_samples), 1)) for f, c in ranked]
 
 
 def engine_llm(stack: Stack, api: httpx.Client, n: int, tag: str) -> dict[str, Any]:
@@ -427,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                 engine_llm(stack, api, 5, "warmup")  # first calls pay imports and routing
                 if args.profile:
                     prof = Path(tmp) / "app.collapsed"
-                    spy = profile_app(stack, prof)
+                    spy = py_spy(stack.procs["app"].popen.pid, prof, rate=50)
                     go_prof = profile_daprd(stack, seconds=20)
                     took = engine_noop(stack, api, args.profile, "profile")
                     print(f"profiled run: {args.profile} no-op agents in {took['wall_s']:.1f}s")
@@ -439,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                         spy.send_signal(2)
                         spy.wait(timeout=60)
                         print("app profile (share of samples, by innermost project frame):")
-                        for frame, pct in top_frames(prof):
+                        for frame, pct in top_frames(prof, PROJECT_FRAMES):
                             print(f"  {pct:5.1f}%  {frame}")
                 for case in cases:
                     for n in sizes:

@@ -46,7 +46,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +57,7 @@ from typing import Any
 import httpx
 from openai import AsyncOpenAI
 
+from bench.profiling import py_spy
 from swarmd.devstack.launcher import Ports, Stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -220,20 +220,6 @@ def deploy(stack: Stack, version: str) -> None:
     stack.wait_app_ready(stack.procs["app"])
 
 
-def py_spy(stack: Stack, out: Path) -> subprocess.Popen[bytes] | None:
-    spy = Path(sys.executable).parent / "py-spy"
-    if not spy.exists():
-        print("py-spy not installed: no profile", flush=True)
-        return None
-    pid = str(stack.procs["app"].popen.pid)
-    cmd = [str(spy), "record", "--pid", pid, "--format", "raw", "--rate", "100"]
-    return subprocess.Popen(
-        [*cmd, "--nonblocking", "-o", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 def gateway_only(stack: Stack, calls: int, concurrent: int) -> dict[str, Any]:
     """``calls`` completions through the proxy, ``concurrent`` in flight, one client."""
     client = AsyncOpenAI(
@@ -281,7 +267,11 @@ def concurrent_phase(
     with ThreadPoolExecutor(len(users)) as pool:  # one untimed message each (code paths)
         list(pool.map(lambda u: converse(api, u, 1), users))
     wait_idle(api, users)
-    spy = py_spy(stack, RESULTS / f"user_agents-{version}.pyspy") if args.profile else None
+    spy = (
+        py_spy(stack.procs["app"].popen.pid, RESULTS / f"user_agents-{version}.pyspy", rate=100)
+        if args.profile
+        else None
+    )
     split = CpuSplit(stack)
     t1 = time.monotonic()
     with ThreadPoolExecutor(len(users)) as pool:
