@@ -288,12 +288,13 @@ class AgentRunner:
     def _llm(
         self, req: LLMRequest, instance: str, known: Prefetched | None
     ) -> Callable[[], Awaitable[dict[str, Any]]]:
+        fp_request = {"model": req.model, "messages": req.messages, "tools": req.tools}
 
         async def attempt() -> dict[str, Any]:
             return await self.journal.once(
                 req.run_id,
                 req.call_key,
-                req.asked(),
+                fp_request,
                 lambda: self.call_model(req, instance),
                 indexed=req.call_key is not None and req.call_key.endswith("/1/0"),
                 known=known,

@@ -308,33 +308,6 @@ async def complete(
     )
 
 
-async def complete_once(
-    client: AsyncOpenAI,
-    r: LLMRequest,
-    journal: Journal | None,
-    payloads: PayloadStore | None,
-    obs: LLMObserver | None,
-    workflow_id: str,
-    guardrails: Sequence[str] = (),
-    *,
-    indexed: bool = False,
-) -> dict[str, Any]:
-    """:func:`complete`, paid for once: with a ``call_key`` the answer comes from the
-    call journal when the call was answered before, else it is made and journaled
-    (``indexed``: the key is already in the run's key index). A gateway that cannot be
-    reached is waited out (:func:`past_gateway_outages`)."""
-
-    async def once() -> dict[str, Any]:
-        return (await complete(client, r, payloads, obs, workflow_id, guardrails)).model_dump()
-
-    async def make() -> dict[str, Any]:
-        return await past_gateway_outages(once)
-
-    if journal is None or r.call_key is None:
-        return await make()
-    return await journal.once(r.run_id, r.call_key, r.asked(), make, indexed=indexed)
-
-
 def make_call_llm(
     client: AsyncOpenAI,
     payloads: PayloadStore | None = None,
@@ -352,7 +325,19 @@ def make_call_llm(
 
     async def call_llm(ctx: WorkflowActivityContext, req: LLMRequest) -> dict[str, Any]:
         r = LLMRequest.model_validate(req)
-        return await complete_once(client, r, journal, payloads, obs, ctx.workflow_id, guardrails)
+
+        async def once() -> dict[str, Any]:
+            return (
+                await complete(client, r, payloads, obs, ctx.workflow_id, guardrails)
+            ).model_dump()
+
+        async def make() -> dict[str, Any]:
+            return await past_gateway_outages(once)
+
+        if journal is None or r.call_key is None:
+            return await make()
+        fp = {"model": r.model, "messages": r.messages, "tools": r.tools}
+        return await journal.once(r.run_id, r.call_key, fp, make)
 
     return call_llm
 

@@ -28,7 +28,7 @@ from dapr.ext.workflow import WorkflowActivityContext
 from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, Field
 
-from swarmd.activities.llm import LLMObserver, complete_once
+from swarmd.activities.llm import LLMObserver, complete, past_gateway_outages
 from swarmd.engine.checkpoint import Checkpoint
 from swarmd.engine.dapr import DaprClient
 from swarmd.engine.journal import Journal, call_key
@@ -91,10 +91,16 @@ def make_reduce_chunks(
                 ],
             )
 
-            async with gate:
-                raw = await complete_once(
-                    client, r, journal, payloads, obs, ctx.workflow_id, indexed=True
-                )
+            async def once() -> dict[str, Any]:
+                async with gate:
+                    res = await complete(client, r, payloads, obs, ctx.workflow_id)
+                return res.model_dump()
+
+            async def make() -> dict[str, Any]:
+                return await past_gateway_outages(once)
+
+            fp = {"model": r.model, "messages": r.messages, "tools": r.tools}
+            raw = await journal.once(req.run_id, keys[i], fp, make, indexed=True)
             return LLMResult.model_validate(raw)
 
         # every sub-call runs to its end (and is journaled) before a failure fails the

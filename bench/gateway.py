@@ -34,6 +34,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -83,6 +84,16 @@ async def calls(base_url: str, key: str, model: str, n: int, in_flight: int) -> 
     return took
 
 
+def stop(stack: Stack, name: str) -> None:
+    proc = stack.procs.pop(name)
+    os.killpg(proc.popen.pid, signal.SIGTERM)
+    try:
+        proc.popen.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.popen.pid, signal.SIGKILL)
+        proc.popen.wait(timeout=10)
+
+
 def measure(
     stack: Stack, variant: str, args: argparse.Namespace, profile: Path | None
 ) -> dict[str, float]:
@@ -102,7 +113,7 @@ def measure(
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
     finally:
-        stack.kill("litellm", signal.SIGTERM)  # the next variant starts a fresh proxy
+        stop(stack, "litellm")
     return {"wall": wall, "cpu_ms": 1000 * cpu / args.calls, "rss": rss}
 
 

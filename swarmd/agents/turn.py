@@ -243,7 +243,7 @@ def _build(t: Turns) -> tuple[AnswerFn, dict[str, Activity]]:
             try:
                 raw = await journal.once(
                     call_key(seq, turn, 0),
-                    req.asked(),
+                    {"model": req.model, "messages": req.messages, "tools": req.tools},
                     ask,
                     keep=lambda r: bool(r.get("tool_calls")),
                 )

@@ -64,11 +64,6 @@ class LLMRequest(_Model):
     #: the call's key in the run's journal (swarmd.engine.journal); None on engine v1
     call_key: str | None = None
 
-    def asked(self) -> dict[str, Any]:
-        """What the call asks the model (model, messages, tools; not the trace or the
-        user): what the call journal fingerprints, so an entry answers only this."""
-        return {"model": self.model, "messages": self.messages, "tools": self.tools}
-
 
 class LLMResult(_Model):
     content: str | None
