@@ -16,7 +16,10 @@ the lease holder stores a reply, journaled calls are never made again).
 A user's worker lingers ``linger_s`` after its last turn, then frees the lease
 (guarded by the inbox counter's ETag, so a message that came meanwhile is
 answered first). A failure (the gateway down, the sidecar unreachable) frees the
-lease and wakes the workflow, whose retries take over.
+lease and wakes the workflow, whose retries take over; except at the end of a
+turn, which waits out a state store that cannot be reached with its answers in
+hand (:class:`swarmd.agents.turn.Answers`), since whoever took over would pay for
+the final answer again.
 """
 
 from __future__ import annotations

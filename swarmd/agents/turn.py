@@ -22,7 +22,11 @@ Invariants:
   the loop goes on; the final answer goes into the message itself by step 4. A
   re-execution of the activity (Dapr re-running it after a crash, or the
   engine's retry) answers journaled calls from the journal and makes only the
-  rest; a message already final is returned as it is.
+  rest; a message already final is returned as it is. Until the turn is stored,
+  every answer is also held in this process (:class:`Answers`, shared by the
+  fast path and the workflow worker): a turn whose end could not be stored (the
+  state store down) waits that out with the answer in hand, and a retry of the
+  turn in this process pays nothing again even for the final answer.
 * **Nothing lands after deprovisioning.** Step 4 rewrites the profile with its
   ETag: once the profile is deleted (or changed by a PATCH, then it is re-read
   and retried), the transaction applies nothing. Step 2's message ETag does the
@@ -37,6 +41,10 @@ import asyncio
 import functools
 import hashlib
 import json
+import random
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -51,7 +59,12 @@ from swarmd.agents.store import MEMORY_AGENT, key, message_id, now_iso, today, u
 from swarmd.engine import names
 from swarmd.engine.models import AgentInput, AgentOutput, LLMRequest, LLMResult, Usage
 from swarmd.engine.state import Entry, Op, StateStore
-from swarmd.errors import GuardrailBlocked, NonRetryableActivityError, RetryableActivityError
+from swarmd.errors import (
+    DependencyUnavailable,
+    GuardrailBlocked,
+    NonRetryableActivityError,
+    RetryableActivityError,
+)
 from swarmd.workflows.agent_loop import Conversation
 
 TURN = names.USER_AGENT_TURN
@@ -63,6 +76,14 @@ VERSION = "v3"
 SWEEP_TURNS = 20
 #: how often the end-of-turn transaction is re-read and retried when an ETag moved
 COMMIT_ATTEMPTS = 8
+#: how long the end of a turn whose calls were answered waits out a state store that
+#: cannot be reached (the answer is held in memory meanwhile; see :class:`Answers`)
+COMMIT_PATIENCE_S = 120.0
+#: longest wait between two tries of the end of a turn while the store is down
+COMMIT_RETRY_MAX_S = 2.0
+#: answers :class:`Answers` holds, and for how long at most
+ANSWERS_MAX = 4096
+ANSWERS_S = 300.0
 
 LLMFn = Callable[[WorkflowActivityContext, LLMRequest], Awaitable[LLMResult]]
 ToolFn = Callable[[WorkflowActivityContext, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -127,14 +148,56 @@ def fingerprint(request: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-class CallJournal:
-    """The calls of one turn, kept in one record (only this turn writes it)."""
+class Answers:
+    """The answers this process got for turns not stored yet, by (turn journal key,
+    call key): what a retry of the turn here takes instead of paying again.
 
-    def __init__(self, state: StateStore, full_key: str, entries: dict[str, Any]) -> None:
+    Invariants: an answer is only served for the same request (its fingerprint);
+    at most :data:`ANSWERS_MAX` answers, none older than :data:`ANSWERS_S`; a stored
+    turn's answers are dropped (:meth:`forget`). One per process, shared by the
+    turns of the API's loop (the fast path) and of the worker's: so guarded by a
+    thread lock, never held across an await."""
+
+    def __init__(self) -> None:
+        self._mu = threading.Lock()
+        self._items: OrderedDict[tuple[str, str], tuple[str, dict[str, Any], float]] = OrderedDict()
+
+    def get(self, turn: str, ckey: str, fp: str) -> dict[str, Any] | None:
+        with self._mu:
+            item = self._items.get((turn, ckey))
+        if item is None or item[0] != fp or time.monotonic() - item[2] > ANSWERS_S:
+            return None
+        return dict(item[1])
+
+    def put(self, turn: str, ckey: str, fp: str, result: dict[str, Any]) -> None:
+        with self._mu:
+            self._items[(turn, ckey)] = (fp, dict(result), time.monotonic())
+            self._items.move_to_end((turn, ckey))
+            while len(self._items) > ANSWERS_MAX:
+                self._items.popitem(last=False)
+
+    def forget(self, turn: str) -> None:
+        with self._mu:
+            for k in [k for k in self._items if k[0] == turn]:
+                del self._items[k]
+
+
+class CallJournal:
+    """The calls of one turn, kept in one record (only this turn writes it), and held
+    in this process's :class:`Answers` until the turn is stored."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        full_key: str,
+        entries: dict[str, Any],
+        answers: Answers | None = None,
+    ) -> None:
         self.state = state
         self.key = full_key
         self.entries = dict(entries)
         self.stored = bool(entries)
+        self.answers = answers if answers is not None else Answers()
         self._mu = asyncio.Lock()
 
     async def once(
@@ -150,7 +213,10 @@ class CallJournal:
         entry = self.entries.get(ckey)
         if isinstance(entry, dict) and entry.get("fp") == fp:
             return dict(entry["result"])
-        result = await make()
+        result = self.answers.get(self.key, ckey, fp)
+        if result is None:
+            result = await make()
+            self.answers.put(self.key, ckey, fp, result)  # before the write, which may fail
         if keep(result):
             async with self._mu:  # tool calls finish concurrently: one write at a time
                 self.entries[ckey] = {"fp": fp, "result": result}
@@ -212,21 +278,25 @@ class Turns:
         llm: LLMFn,
         tool: ToolFn,
         lease_s: float,
+        answers: Answers | None = None,
     ) -> None:
         self.state, self.baseline, self.templates = state, baseline, templates
         self.llm, self.tool, self.lease_s = llm, tool, lease_s
+        #: this process's answers of turns not stored yet (share one per process)
+        self.answers = answers if answers is not None else Answers()
         self.answer, self.activities = _build(self)
 
 
 def _build(t: Turns) -> tuple[AnswerFn, dict[str, Activity]]:
     """The closures of :class:`Turns` around its clients."""
-    state, baseline, templates, llm, tool, lease_s = (
+    state, baseline, templates, llm, tool, lease_s, answers = (
         t.state,
         t.baseline,
         t.templates,
         t.llm,
         t.tool,
         t.lease_s,
+        t.answers,
     )
 
     async def run_agent(
@@ -320,6 +390,29 @@ def _build(t: Turns) -> tuple[AnswerFn, dict[str, Activity]]:
             snap = None  # an ETag moved (a PATCH, a memory tool's index entry): re-read
         raise RetryableActivityError(f"turn m{seq} of {user!r}: its records kept changing")
 
+    async def stored(
+        user: str,
+        seq: int,
+        out: AgentOutput,
+        snap: dict[str, Entry] | None,
+        msg: dict[str, Any] | None,
+        held: Held | None,
+    ) -> dict[str, Any] | None:
+        """:func:`end_turn`, tried again for up to :data:`COMMIT_PATIENCE_S` while the
+        state store cannot be reached: the turn's answer is paid for and held here, so
+        waiting is cheaper than handing the turn on (whoever answers it next would
+        pay for the final answer again). A try after a failed one re-reads everything:
+        the failed transaction may have landed (then the message is final already)."""
+        since, n = time.monotonic(), 0
+        while True:
+            try:
+                return await end_turn(user, seq, out, snap if n == 0 else None, msg, held)
+            except DependencyUnavailable:
+                if time.monotonic() - since >= COMMIT_PATIENCE_S:
+                    raise
+                n += 1
+                await asyncio.sleep(min(COMMIT_RETRY_MAX_S, 0.1 * 2**n) * random.uniform(0.5, 1))
+
     def advance(k: _Keys, held: Held | None, seq: int) -> list[Op]:
         """The lease's ``done`` moved to ``seq``, in the same transaction (v3)."""
         if held is None or held.lease.done >= seq:
@@ -400,14 +493,17 @@ def _build(t: Turns) -> tuple[AnswerFn, dict[str, Activity]]:
             if not await state.transact([Op(k.msg, msg, etag=entry.etag)]):
                 raise RetryableActivityError(f"message m{seq} of {user!r} changed under its turn")
         inp = agent_input(user, eff, snap[k.memory].value or [], msg["text"])
-        journal = CallJournal(state, k.journal, (snap[k.journal].value or {}).get("calls") or {})
+        journal = CallJournal(
+            state, k.journal, (snap[k.journal].value or {}).get("calls") or {}, answers
+        )
         keeper = asyncio.create_task(keepalive(user, held)) if held is not None else None
         try:
             out = await run_agent(ctx, inp, seq, journal)
         finally:
             if keeper is not None:
                 keeper.cancel()
-        ended = await end_turn(user, seq, out, snap, msg, held)
+        ended = await stored(user, seq, out, snap, msg, held)
+        answers.forget(k.journal)
         if ended is None:
             return result("skip").model_copy(update={"lost": held is not None})
         notify(user, seq, ended)
@@ -479,7 +575,9 @@ def _build(t: Turns) -> tuple[AnswerFn, dict[str, Activity]]:
         if req.leased:
             held = Held(WORKFLOW, Lease.of(snap[k.lease].value), snap[k.lease].etag)
             held.lease = held.lease.taken(WORKFLOW, lease_s)  # ours: the sweep took it
-        journal = CallJournal(state, k.journal, (snap[k.journal].value or {}).get("calls") or {})
+        journal = CallJournal(
+            state, k.journal, (snap[k.journal].value or {}).get("calls") or {}, answers
+        )
         out = AgentOutput.failed(MEMORY_AGENT, req.error, usage=journal.usage())
         ended = await end_turn(req.user, seq, out, snap, dict(msg), held)
         if ended is None:

@@ -34,6 +34,7 @@ from swarmd.activities.tools import ToolDeps
 from swarmd.agents.config import Baseline, Template, load_baseline, load_templates
 from swarmd.agents.fastpath import FastPath
 from swarmd.agents.store import UserStore, instance_id
+from swarmd.agents.turn import Answers
 from swarmd.api.deps import Services
 from swarmd.compose.grpc_limits import raise_client_limit
 from swarmd.compose.worker import build_worker, fast_path_turns, sdk_logger_options
@@ -108,6 +109,8 @@ class _Worker:
         self._pulse_task: asyncio.Task[None] | None = None
         self.sandbox: Sandbox | None = None
         self.fast_path: FastPath | None = None
+        #: this process's answers of user turns not stored yet (worker and fast path)
+        self.answers = Answers()
 
     async def start(self) -> None:
         s = self.settings
@@ -141,7 +144,15 @@ class _Worker:
                 )
             )
             self.runtime = build_worker(
-                s, llm, deps, StateStore(self.dapr), users, config, self.obs, self.pulse
+                s,
+                llm,
+                deps,
+                StateStore(self.dapr),
+                users,
+                config,
+                self.obs,
+                self.answers,
+                self.pulse,
             )
             await asyncio.to_thread(self.runtime.start)
             client = DaprWorkflowClient(
@@ -177,7 +188,7 @@ class _Worker:
             with contextlib.suppress(grpc.RpcError):  # ended/absent: its next start sweeps
                 await client.raise_workflow_event(instance_id(user), WAKE_EVENT, data=None)
 
-        turns = fast_path_turns(s, llm, deps, StateStore(self.dapr), config, self.obs)
+        turns = fast_path_turns(s, llm, deps, StateStore(self.dapr), config, self.obs, self.answers)
         return FastPath(turns, wake, s.user_agent_linger_s)
 
     async def _start_locks(self) -> None:

@@ -39,7 +39,7 @@ from swarmd.activities.tools import ToolDeps, make_call_tool
 from swarmd.agents.activities import make_activities as make_user_agent_activities
 from swarmd.agents.config import Baseline, Template
 from swarmd.agents.store import UserStore
-from swarmd.agents.turn import Turns
+from swarmd.agents.turn import Answers, Turns
 from swarmd.compose.grpc_limits import raise_worker_limit
 from swarmd.config import Settings
 from swarmd.engine import names
@@ -180,6 +180,7 @@ def user_turns(
     agent_config: tuple[Baseline, dict[str, Template]],
     obs: LLMObserver,
     call_tool: Callable[[WorkflowActivityContext, dict[str, Any]], Awaitable[dict[str, Any]]],
+    answers: Answers,
 ) -> Turns:
     """The user agents' turns around one event loop's LLM client: the worker's (its
     activities) or the API's (the v3 fast path)."""
@@ -192,7 +193,9 @@ def user_turns(
         return LLMResult.model_validate(await past_gateway_outages(once))
 
     baseline, templates = agent_config
-    return Turns(state, baseline, templates, user_llm, call_tool, settings.user_agent_lease_s)
+    return Turns(
+        state, baseline, templates, user_llm, call_tool, settings.user_agent_lease_s, answers
+    )
 
 
 def fast_path_turns(
@@ -202,10 +205,11 @@ def fast_path_turns(
     state: StateStore,
     agent_config: tuple[Baseline, dict[str, Template]],
     obs: LLMObserver,
+    answers: Answers,
 ) -> Turns:
     """The turns the v3 fast path runs on the API's event loop (its own LLM client)."""
     call_tool = traced_tool(make_call_tool(tool_deps), obs)
-    return user_turns(settings, llm_client, state, agent_config, obs, call_tool)
+    return user_turns(settings, llm_client, state, agent_config, obs, call_tool, answers)
 
 
 def build_worker(
@@ -216,6 +220,7 @@ def build_worker(
     users: UserStore,
     agent_config: tuple[Baseline, dict[str, Template]],
     obs: LLMObserver,
+    answers: Answers,
     pulse: Pulse | None = None,
 ) -> WorkflowRuntime:
     """The workflow runtime with every workflow in :data:`WORKFLOWS`, every activity
@@ -264,7 +269,7 @@ def build_worker(
     for name, fn in make_user_agent_activities(users, baseline, templates).items():
         reg.activity(name, fn)  # v1's, for generations started before the upgrade
 
-    turns = user_turns(settings, llm_client, state, agent_config, obs, call_tool)
+    turns = user_turns(settings, llm_client, state, agent_config, obs, call_tool, answers)
     for name, fn in turns.activities.items():
         reg.activity(name, fn)  # v2's turn, v3's sweep
     for module in settings.plugins:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -321,6 +323,45 @@ def test_a_crash_after_a_tool_call_resumes_at_the_next_call(
     first = next(c for c in calls() if c["status"] == 200)["messages_sha256"]
     assert [c["messages_sha256"] for c in calls()].count(first) == 1  # never asked again
     assert state_key(stack, journal_key) is None  # the journal goes with the stored reply
+    usage = api.get(f"/v1/agents/{user}/usage").json()["today"]
+    assert usage["messages"] == 1
+
+
+def test_a_state_store_outage_at_the_end_of_a_turn_pays_the_answer_once(
+    api: httpx.Client, healthy_stack: Stack, model_server: httpx.Client, calls_since: Any
+) -> None:
+    """The model answers while no writer can get into the state store (the chaos
+    suite's outage: the SQLite store locked exclusively), so the turn cannot be stored.
+    The answer is held and the store waited out: the message is answered with no
+    second model call (before, the turn was handed to the workflow, which asked the
+    model again once the lease ran out)."""
+    stack = healthy_stack
+    user = uid("outage")
+    provision(api, user)
+    calls = calls_since(user=user)
+    model_server.put("/_control/faults", json=[{"model": "*", "latency_ms": 2000}])
+    mid = send(api, user, "a question answered across a state-store outage")
+    wait_until(
+        lambda: api.get(f"/v1/agents/{user}/messages/{mid}").json()["status"] == "running",
+        timeout_s=60,
+        what="the turn to start",
+    )
+    db = sqlite3.connect(stack.app_dir / "swarmd-state.db", timeout=30, isolation_level=None)
+    try:
+        db.execute("BEGIN EXCLUSIVE")  # from here no writer gets in
+        wait_until(
+            lambda: any(c["status"] == 200 for c in calls()),
+            timeout_s=60,
+            what="the model to answer during the outage",
+        )
+        model_server.put("/_control/faults", json=[])
+        time.sleep(8)  # the outage: past the store's 5 s busy timeout, so the end fails
+        db.execute("ROLLBACK")
+    finally:
+        db.close()
+    msg = reply(api, user, mid)
+    assert msg["status"] == "answered" and msg["reply"], msg
+    assert len([c for c in calls() if c["status"] == 200]) == 1, calls()
     usage = api.get(f"/v1/agents/{user}/usage").json()["today"]
     assert usage["messages"] == 1
 
