@@ -161,6 +161,38 @@ class Answers:
     def __init__(self) -> None:
         self._mu = threading.Lock()
         self._items: OrderedDict[tuple[str, str], tuple[str, dict[str, Any], float]] = OrderedDict()
+        #: calls being made, by (event loop, turn, call key): (fingerprint, done)
+        self._inflight: dict[tuple[int, str, str], tuple[str, asyncio.Future[None]]] = {}
+
+    async def once(
+        self, turn: str, ckey: str, fp: str, make: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """The held answer of the call, else ``make()``'s (then held). Two executions of
+        one turn at once in this process (Dapr re-delivers a sweep after a daprd
+        restart while the first still runs) make each call once: the second waits for
+        the first's answer, and makes the call itself only if the first failed."""
+        loop = asyncio.get_running_loop()
+        slot = (id(loop), turn, ckey)
+        while True:
+            held = self.get(turn, ckey, fp)
+            if held is not None:
+                return held
+            with self._mu:
+                other = self._inflight.get(slot)
+                if other is None or other[0] != fp:
+                    mine: asyncio.Future[None] = loop.create_future()
+                    self._inflight[slot] = (fp, mine)
+                    break
+            await asyncio.shield(other[1])  # then its answer is held, or it failed
+        try:
+            result = await make()
+            self.put(turn, ckey, fp, result)
+            return result
+        finally:
+            with self._mu:
+                if self._inflight.get(slot, ("", None))[1] is mine:
+                    del self._inflight[slot]
+            mine.set_result(None)
 
     def get(self, turn: str, ckey: str, fp: str) -> dict[str, Any] | None:
         with self._mu:
@@ -213,10 +245,7 @@ class CallJournal:
         entry = self.entries.get(ckey)
         if isinstance(entry, dict) and entry.get("fp") == fp:
             return dict(entry["result"])
-        result = self.answers.get(self.key, ckey, fp)
-        if result is None:
-            result = await make()
-            self.answers.put(self.key, ckey, fp, result)  # before the write, which may fail
+        result = await self.answers.once(self.key, ckey, fp, make)  # held before the write
         if keep(result):
             async with self._mu:  # tool calls finish concurrently: one write at a time
                 self.entries[ckey] = {"fp": fp, "result": result}
