@@ -65,6 +65,16 @@ def test_a_fault_can_single_out_requests_by_their_text() -> None:
     assert chat(c, content="summarise part 3 of 3").status_code == 500  # type: ignore[attr-defined]
 
 
+def test_a_fault_scoped_to_one_user_leaves_other_callers_alone() -> None:
+    # a stack test's outage hits its own run, never a call still made for another test
+    c = TestClient(ModelServer(None).app())
+    r = c.put("/_control/faults", json=[{"model": "*", "user": "t-out", "status": 503}])
+    assert r.status_code == 200 and r.json()[0]["user"] == "t-out"
+    assert chat(c, user="t-other").status_code == 200  # type: ignore[attr-defined]
+    assert chat(c).status_code == 200  # type: ignore[attr-defined]
+    assert chat(c, user="t-out").status_code == 503  # type: ignore[attr-defined]
+
+
 def test_tool_call_round_trip() -> None:
     c = TestClient(ModelServer(None).app())
     tools = [{"type": "function", "function": {"name": "calculator", "parameters": {}}}]

@@ -25,9 +25,11 @@ Control API (for tests and benchmarks; not part of the OpenAI protocol):
 
 * ``GET /_control/log`` the answered requests; ``DELETE /_control/log`` clears.
 * ``PUT /_control/faults`` ``[{"model": "mock-a" | "*", "status": 429,
-  "rate": 1.0, "count": null, "latency_ms": 0, "contains": null}]`` replaces the
-  fault rules. The first rule whose ``model`` matches (and, when ``contains`` is
-  set, some message's text contains that string) applies to a request.
+  "rate": 1.0, "count": null, "latency_ms": 0, "contains": null, "user": null}]``
+  replaces the fault rules. The first rule whose ``model`` matches (and, when
+  ``contains`` is set, some message's text contains that string; when ``user`` is
+  set, the request's OpenAI ``user`` field is that id) applies to a request. A rule
+  scoped to one user leaves every other caller's calls alone.
 * ``GET /health``.
 """
 
@@ -61,11 +63,14 @@ class Fault:
     count: int | None = None  # fail only the first `count` matching requests
     latency_ms: int = 0
     contains: str | None = None  # only requests with a message holding this text
+    user: str | None = None  # only requests whose OpenAI ``user`` field is this
     _seen: int = 0
     _rng: random.Random = field(default_factory=lambda: random.Random(7))
 
-    def matches(self, model: str, messages: list[dict[str, Any]]) -> bool:
+    def matches(self, model: str, messages: list[dict[str, Any]], user: str | None) -> bool:
         if self.model not in ("*", model):
+            return False
+        if self.user is not None and self.user != user:
             return False
         return self.contains is None or any(
             self.contains in _text(m.get("content")) for m in messages
@@ -204,9 +209,11 @@ class ModelServer:
         self.log = RequestLog(log_path)
         self.faults: list[Fault] = faults or []
 
-    def _fault_for(self, model: str, messages: list[dict[str, Any]]) -> Fault | None:
+    def _fault_for(
+        self, model: str, messages: list[dict[str, Any]], user: str | None
+    ) -> Fault | None:
         for f in self.faults:
-            if f.matches(model, messages):
+            if f.matches(model, messages, user):
                 return f
         return None
 
@@ -231,7 +238,8 @@ class ModelServer:
             return _error(
                 400, "invalid_request_error", "streaming is not supported", param="stream"
             )
-        fault = self._fault_for(model, messages)
+        user = body.get("user")
+        fault = self._fault_for(model, messages, user if isinstance(user, str) else None)
         if fault and fault.latency_ms:
             await asyncio.sleep(fault.latency_ms / 1000)
         h = messages_hash(messages)
@@ -301,7 +309,7 @@ class ModelServer:
         raw = await request.json()
         if not isinstance(raw, list):
             return _error(422, "invalid_request_error", "faults must be a list")
-        allowed = {"model", "status", "rate", "count", "latency_ms", "contains"}
+        allowed = {"model", "status", "rate", "count", "latency_ms", "contains", "user"}
         try:
             self.faults = [Fault(**{k: v for k, v in f.items() if k in allowed}) for f in raw]
         except TypeError as exc:

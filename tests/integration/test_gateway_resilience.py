@@ -3,12 +3,16 @@ real model server with injected faults, real daprd and app)."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
+from swarmd.devstack.launcher import Stack
 from tests.conftest import wait_run, wait_until
 from tests.integration.test_metrics import metric
 
@@ -26,24 +30,78 @@ def _recoveries(api: httpx.Client) -> float:
     return metric(api, "swarmd_llm_retries_total") + metric(api, "swarmd_llm_fallbacks_total")
 
 
-def test_429_storm_on_one_deployment_50_agents_complete(api, model_server, calls_since) -> None:
+def _route_to_mock_a(stack: Stack, model_server: httpx.Client) -> None:
+    """Leave the proxy's latency routing preferring mock-a, whatever earlier tests did.
+
+    LiteLLM routes each alias to the deployment with the lowest average of its last
+    10 latency samples (per output token; none counts as 0), and gives a deployment
+    whose call timed out a 1,000 s sample, so an earlier test's slow call can keep
+    routing off mock-a for good. First mock-a refuses (this caller only) while mock-b
+    is slow: mock-b's samples become 300 ms ones. Then mock-b refuses: every call is
+    answered by mock-a, whose samples become fast ones (a refusal records none)."""
+    user = f"t-prime-{uuid.uuid4().hex[:8]}"
+    url = f"http://127.0.0.1:{stack.ports.litellm}/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {stack.gateway_key}"}
+    phases = [
+        (
+            "mock-b",
+            [
+                {"model": "mock-a", "user": user, "status": 429},
+                {"model": "mock-b", "user": user, "latency_ms": 300},
+            ],
+        ),
+        ("mock-a", [{"model": "mock-b", "user": user, "status": 429}]),
+    ]
+    with httpx.Client(timeout=60, headers=headers) as gw, ThreadPoolExecutor(2) as pool:
+        for answers, faults in phases:
+            assert model_server.put("/_control/faults", json=faults).status_code == 200
+
+            def fill(alias: str, answers: str = answers) -> int:
+                """Ask until 10 answers came from ``answers``'s deployment of ``alias``
+                (model_info.id in gateway/litellm.yaml, in the proxy's response)."""
+                want = f"{alias.removeprefix('swarmd-')}-{answers[-1]}"
+                got, asked, deadline = 0, 0, time.monotonic() + 60
+                while got < 10:
+                    assert time.monotonic() < deadline, f"{want}: {got} of 10 answers"
+                    msgs = [{"role": "user", "content": f"warm up {want}, call {asked}"}]
+                    r = gw.post(url, json={"model": alias, "user": user, "messages": msgs})
+                    assert r.status_code == 200, r.text
+                    asked += 1
+                    if r.headers.get("x-litellm-model-id") == want:
+                        got += 1
+                    else:  # the deployment is cooling down from the phase before
+                        time.sleep(0.2)
+                return asked
+
+            assert all(n >= 10 for n in pool.map(fill, ("swarmd-fast", "swarmd-smart")))
+
+
+def test_429_storm_on_one_deployment_50_agents_complete(
+    stack, api, model_server, calls_since
+) -> None:
     # mock-a (the first deployment of swarmd-fast and swarmd-smart) rate-limits every
     # call; mock-b is much slower, so latency-based routing keeps preferring mock-a
     # whenever its cooldown ends: the 429s really reach the proxy, again and again.
-    # (At 150 ms, mock-a's latency samples from earlier tests on a loaded machine were
-    # slower still, and routing never tried mock-a in one CI run.)
+    # (Routing's samples outlive a test: twice in CI, an earlier test's samples made
+    # routing never try mock-a, so the test first makes them fresh.)
+    _route_to_mock_a(stack, model_server)
+    user = f"t-storm-{uuid.uuid4().hex[:8]}"
     faults = [
-        {"model": "mock-a", "status": 429, "rate": 1.0},
-        {"model": "mock-b", "latency_ms": 1000},
+        {"model": "mock-a", "user": user, "status": 429, "rate": 1.0},
+        {"model": "mock-b", "user": user, "latency_ms": 1000},
     ]
     assert model_server.put("/_control/faults", json=faults).status_code == 200
     recoveries0 = _recoveries(api)
-    calls = calls_since()
+    calls = calls_since(user=user)
     r = api.post(
         "/v1/runs",
         json={
             "swarm": "scatter_gather",
-            "input": {"task": "Survey rate-limit handling in LLM gateways", "agents": 50},
+            "input": {
+                "task": "Survey rate-limit handling in LLM gateways",
+                "agents": 50,
+                "user": user,
+            },
         },
     )
     assert r.status_code == 202, r.text
@@ -78,14 +136,18 @@ def test_whole_alias_rate_limited_the_fallback_alias_answers(
 ) -> None:
     # both deployments of swarmd-fast and swarmd-smart refuse: the proxy falls back
     # to swarmd-backup and the app never sees an error
-    faults = [{"model": m, "status": 429} for m in ("mock-a", "mock-b")]
+    user = f"t-fallback-{uuid.uuid4().hex[:8]}"
+    faults = [{"model": m, "user": user, "status": 429} for m in ("mock-a", "mock-b")]
     assert model_server.put("/_control/faults", json=faults).status_code == 200
     fallbacks0 = metric(api, "swarmd_llm_fallbacks_total")
     errors0 = metric(api, "swarmd_llm_errors_total")
-    calls = calls_since()
+    calls = calls_since(user=user)
     r = api.post(
         "/v1/runs",
-        json={"swarm": "scatter_gather", "input": {"task": "Fall back gracefully", "agents": 3}},
+        json={
+            "swarm": "scatter_gather",
+            "input": {"task": "Fall back gracefully", "agents": 3, "user": user},
+        },
     )
     assert r.status_code == 202, r.text
     view = wait_run(api, r.json()["run_id"], timeout_s=120)
@@ -108,10 +170,13 @@ def test_all_deployments_5xx_then_recover_run_pauses_and_completes(
     # agent steps in flight fail, the workflow retries them with jittered backoff,
     # and the run goes on once the provider is back, without re-running anything
     # that had completed.
+    # The faults and the count are scoped to this run's user: in one CI run a call
+    # made for an earlier test's run was answered in the window and counted here.
     outage = 20
-    slow = {"model": "*", "latency_ms": 150}
+    user = f"t-outage-{uuid.uuid4().hex[:8]}"
+    slow = {"model": "*", "user": user, "latency_ms": 150}
     assert model_server.put("/_control/faults", json=[slow]).status_code == 200
-    calls = calls_since()
+    calls = calls_since(user=user)
     r = api.post(
         "/v1/runs",
         json={
@@ -120,6 +185,7 @@ def test_all_deployments_5xx_then_recover_run_pauses_and_completes(
                 "task": "Write down how to survive a provider outage",
                 "agents": 10,
                 "max_parallel": 2,
+                "user": user,
             },
         },
     )
