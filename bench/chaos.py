@@ -603,7 +603,11 @@ def parse(argv: list[str] | None) -> Config:
     p.add_argument("--outage", type=float, nargs=2, default=d.outage, metavar=("MIN", "MAX"))
     p.add_argument("--settle", type=float, default=d.settle, help="max wait after the last fault")
     p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated fault kinds")
-    p.add_argument("--keep-data", action="store_true", help="keep the stack's data dir")
+    p.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="keep the stack's data dir and logs (always kept when the run fails)",
+    )
     p.add_argument(
         "--env",
         action="append",
@@ -663,16 +667,18 @@ def summary(res: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse(argv)
     tmp = Path(tempfile.mkdtemp(prefix=f"swarmd-chaos-{cfg.seed}-"))
+    res: dict[str, Any] | None = None
     try:
         res = Chaos(cfg, tmp).execute()
     except StackError as exc:
         print(f"chaos: {exc}", file=sys.stderr)
         return 3
     finally:
-        if not cfg.keep_data:
-            shutil.rmtree(tmp, ignore_errors=True)
+        # a failed run's logs and state are the only evidence of what went wrong
+        if cfg.keep_data or res is None or not res["ok"]:
+            print(f"chaos: data and logs kept in {tmp}")
         else:
-            print(f"chaos: data kept in {tmp}")
+            shutil.rmtree(tmp, ignore_errors=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"chaos-seed{cfg.seed}.json"
     out.write_text(json.dumps(res, indent=2, default=str) + "\n")

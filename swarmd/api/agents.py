@@ -53,6 +53,7 @@ from swarmd.api.deps import (
     ServicesDep,
     SettingsDep,
     get_users,
+    get_waker,
     get_wf_client,
     read_state,
 )
@@ -157,10 +158,9 @@ class Ctx:
         return Profile.model_validate(raw)
 
     async def wake(self, user: str) -> None:
-        with contextlib.suppress(grpc.RpcError):  # ended/absent: the next start polls anyway
-            await self.client.raise_workflow_event(
-                instance_id(user), names.USER_AGENT_WAKE, data=None
-            )
+        """Wake the user's workflow; a wake the sidecar refused is retried in the
+        background (:class:`swarmd.agents.wake.Waker`), never lost with a 5xx."""
+        await get_waker(self.services).wake(user)
 
 
 CtxDep = Annotated[Ctx, Depends(Ctx)]

@@ -34,6 +34,7 @@ from fastapi import Depends, Query, Request
 from swarmd.agents.config import Baseline, Template
 from swarmd.agents.fastpath import FastPath
 from swarmd.agents.store import UserStore
+from swarmd.agents.wake import Waker
 from swarmd.config import Settings
 from swarmd.engine.catalog import CURSOR_RE, AgentCatalog, RunCatalog
 from swarmd.engine.history import HistoryReader
@@ -92,6 +93,8 @@ class Services:
     users: UserStore | None = None
     #: v3's fast path (SWARMD_USER_AGENT_VERSION=v3), else None
     fast_path: FastPath | None = None
+    #: raises user agents' ``wake`` events, retrying those the sidecar refused
+    waker: Waker | None = None
     ready: bool = False
 
 
@@ -117,6 +120,11 @@ def _required(value: T | None, what: str) -> T:
     if value is None:
         raise DependencyUnavailable(f"{what} not ready: the Dapr sidecar is not up yet")
     return value
+
+
+def get_waker(services: ServicesDep) -> Waker:
+    """The wake sender; 503 until the worker is connected."""
+    return _required(services.waker, "workflow client")
 
 
 def get_wf_client(services: ServicesDep) -> DaprWorkflowClient:

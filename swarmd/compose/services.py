@@ -21,7 +21,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import grpc
 import httpx
 from dapr.ext.workflow import WorkflowRuntime
 from dapr.ext.workflow.aio import DaprWorkflowClient
@@ -33,8 +32,9 @@ from swarmd.activities.sandbox import Sandbox, SandboxLimits
 from swarmd.activities.tools import ToolDeps
 from swarmd.agents.config import Baseline, Template, load_baseline, load_templates
 from swarmd.agents.fastpath import FastPath
-from swarmd.agents.store import UserStore, instance_id
+from swarmd.agents.store import UserStore
 from swarmd.agents.turn import Answers
+from swarmd.agents.wake import Waker
 from swarmd.api.deps import Services
 from swarmd.compose.grpc_limits import raise_client_limit
 from swarmd.compose.worker import build_worker, fast_path_turns, sdk_logger_options
@@ -109,6 +109,7 @@ class _Worker:
         self._pulse_task: asyncio.Task[None] | None = None
         self.sandbox: Sandbox | None = None
         self.fast_path: FastPath | None = None
+        self.waker: Waker | None = None
         #: this process's answers of user turns not stored yet (worker and fast path)
         self.answers = Answers()
 
@@ -162,6 +163,8 @@ class _Worker:
             )
             raise_client_limit(client, s.grpc_max_message_mib)
             propagate_to_dapr(client)  # runs' traces continue in daprd
+            self.waker = Waker(client, WAKE_EVENT)
+            self.services.waker = self.waker
             if s.user_agent_version == "v3":
                 self.fast_path = self._fast_path(client, deps, config)
                 self.services.fast_path = self.fast_path
@@ -184,12 +187,9 @@ class _Worker:
         s = self.settings
         llm = llm_client(s)
 
-        async def wake(user: str) -> None:
-            with contextlib.suppress(grpc.RpcError):  # ended/absent: its next start sweeps
-                await client.raise_workflow_event(instance_id(user), WAKE_EVENT, data=None)
-
+        assert self.waker is not None
         turns = fast_path_turns(s, llm, deps, StateStore(self.dapr), config, self.obs, self.answers)
-        return FastPath(turns, wake, s.user_agent_linger_s)
+        return FastPath(turns, self.waker.wake, s.user_agent_linger_s)
 
     async def _start_locks(self) -> None:
         """Register this process as a lock owner (heartbeat) before it can take a lock."""
@@ -209,6 +209,8 @@ class _Worker:
             self._pulse_task.cancel()
         if self.fast_path is not None:
             await self.fast_path.close()
+        if self.waker is not None:
+            await self.waker.close()
         if self.runtime is not None:
             await asyncio.to_thread(self.runtime.shutdown)
         if self.locks is not None:

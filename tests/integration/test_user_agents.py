@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -12,8 +13,12 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from dapr.ext.workflow import WorkflowStatus
+from dapr.ext.workflow.aio import DaprWorkflowClient
 
+from swarmd.agents.wake import Waker
 from swarmd.devstack.launcher import Stack
+from swarmd.engine import names
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -380,3 +385,41 @@ def test_a_failing_model_fails_the_message_and_the_agent_goes_on(
     assert api.get(f"/v1/agents/{user}/usage").json()["today"]["messages"] == 2
     memory = api.get(f"/v1/agents/{user}/memory").json()["memory"]
     assert [m["content"] for m in memory if m["role"] == "user"] == ["this one is answered"]
+
+
+def test_a_wake_the_sidecar_refused_is_delivered_once_it_is_back(
+    api: httpx.Client, healthy_stack: Stack
+) -> None:
+    # A message stored under a lease taken here must wake the user's workflow, which
+    # may be idle with no timer. A wake refused while daprd restarts used to be
+    # dropped, leaving the message queued for good if the fast path failed too
+    # (chaos seed 9). Now it is kept and delivered once the sidecar is back.
+    stack = healthy_stack
+    user = uid("wake")
+    provision(api, user)
+    wait_until(
+        lambda: api.get(f"/v1/agents/{user}").json()["workflow"]["phase"] == "idle",
+        timeout_s=60,
+        what="the agent to wait idle",
+    )
+
+    async def scenario() -> None:
+        client = DaprWorkflowClient(host="127.0.0.1", port=str(stack.ports.dapr_grpc))
+        waker = Waker(client, names.USER_AGENT_WAKE)
+        stack.kill("daprd")
+        await waker.wake(user)  # refused: nothing listens
+        assert waker.pending == {user}
+        await asyncio.to_thread(stack.restart_daprd)
+        deadline = time.monotonic() + 60
+        while waker.pending:  # the retry's own backoff delivers it
+            assert time.monotonic() < deadline, "the wake was never delivered"
+            await asyncio.sleep(0.1)
+        st = await client.get_workflow_state(f"user-agent-{user}", fetch_payloads=False)
+        assert st is not None and st.runtime_status == WorkflowStatus.RUNNING
+        await waker.wake(uid("nobody"))  # no workflow to wake: nothing kept
+        assert not waker.pending
+        await waker.close()
+
+    asyncio.run(scenario())
+    msg = reply(api, user, send(api, user, "still there?"))
+    assert msg["status"] == "answered"
