@@ -37,6 +37,10 @@ Invariants:
   dapr/dapr#9903); both executions walk the same calls a few seconds apart,
   and the second one's prefetched misses are stale by then. The chaos suite
   counted 19 calls of one run paid twice that way.
+* An answer whose write failed (the store unreachable) is kept in this process
+  (among the last :data:`RECENT_MAX`) until a later :meth:`Journal.once` for
+  its key has written it, and that one writes it before returning it: the
+  activity's retry pays nothing and leaves the entry in the store.
 """
 
 from __future__ import annotations
@@ -106,8 +110,9 @@ class Journal:
         self._inflight: dict[
             tuple[int, str, str], tuple[str, asyncio.Future[dict[str, Any] | None]]
         ] = {}
-        #: (run, key) -> (fingerprint, result, when): answers this process journaled
-        self._recent: OrderedDict[tuple[str, str], tuple[str, dict[str, Any], float]] = (
+        #: (run, key) -> (fingerprint, result, when, written): answers this process made
+        #: (written: journaled; not yet if the write failed)
+        self._recent: OrderedDict[tuple[str, str], tuple[str, dict[str, Any], float, bool]] = (
             OrderedDict()
         )
 
@@ -210,6 +215,9 @@ class Journal:
             answer = await asyncio.shield(local)
             if answer is not None:  # else that call failed: make it here
                 self.replayed += 1
+                if self._unwritten(run_id, key, fp):  # its write failed: write it now
+                    await self.record(run_id, key, fp, answer, indexed)
+                    self._remember(run_id, key, fp, answer, written=True)
                 return dict(answer)
         slot = (id(asyncio.get_running_loop()), run_id, key)
         fut: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
@@ -220,10 +228,12 @@ class Journal:
             if found is None:
                 result = await make()
                 self.made += 1
-                # known here even if the write below fails (the activity is retried)
-                self._remember(run_id, key, fp, result)
+                # known here even if the write below fails (the activity is retried,
+                # and its retry writes it before it returns it)
+                self._remember(run_id, key, fp, result, written=False)
                 found = result
                 await self.record(run_id, key, fp, result, indexed)
+                self._remember(run_id, key, fp, result, written=True)
             return found
         finally:
             if self._inflight.get(slot, ("", None))[1] is fut:
@@ -238,14 +248,24 @@ class Journal:
         if inflight is not None and inflight[0] == fp:
             return inflight[1]
         recent = self._recent.get((run_id, key))
-        if recent is not None and recent[0] == fp and time.monotonic() - recent[2] < RECENT_S:
+        if recent is None or recent[0] != fp:
+            return None
+        _, result, when, written = recent
+        if not written or time.monotonic() - when < RECENT_S:  # unwritten: kept until written
             done: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
-            done.set_result(recent[1])
+            done.set_result(result)
             return done
         return None
 
-    def _remember(self, run_id: str, key: str, fp: str, result: dict[str, Any]) -> None:
-        self._recent[(run_id, key)] = (fp, result, time.monotonic())
+    def _unwritten(self, run_id: str, key: str, fp: str) -> bool:
+        """This process answered the call but could not journal the answer yet."""
+        recent = self._recent.get((run_id, key))
+        return recent is not None and recent[0] == fp and not recent[3]
+
+    def _remember(
+        self, run_id: str, key: str, fp: str, result: dict[str, Any], *, written: bool
+    ) -> None:
+        self._recent[(run_id, key)] = (fp, result, time.monotonic(), written)
         self._recent.move_to_end((run_id, key))
         while len(self._recent) > RECENT_MAX:
             self._recent.popitem(last=False)

@@ -6,6 +6,8 @@ v1 still finishes after the upgrade to v2."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +20,7 @@ from swarmd.engine.dapr import DaprClient
 from swarmd.engine.journal import Journal, call_key, entry_key
 from swarmd.engine.runkeys import SHARDS, RunKeys, shard_key
 from swarmd.engine.state import StateStore
+from swarmd.errors import JournalUnavailable
 from tests.conftest import wait_run, wait_until
 
 pytestmark = pytest.mark.integration
@@ -180,6 +183,50 @@ async def test_one_activity_executed_twice_pays_each_call_once(
     answered = [c for c in calls() if c["status"] == 200]
     assert len(answered) == len(keys), answered  # each call paid once
     assert all(isinstance(state(stack, entry_key(run_id, k)), dict) for k in keys)
+
+
+async def test_an_answer_whose_journal_write_failed_is_written_by_the_retry(
+    stack: Stack, calls_since: Any
+) -> None:
+    """The model answers, then the store refuses the entry (the SQLite store locked
+    past its 5 s busy timeout, the chaos suite's outage): the call fails and its
+    activity is retried. The retry gets the answer this process holds, with no
+    second model call, and journals it before returning it, so a crash after the
+    retry cannot pay for it again (before, the retry returned it unwritten)."""
+    run_id = "journal-unwritten"
+    calls = calls_since(user=run_id)
+    dapr = DaprClient(stack.ports.dapr_http, "statestore")
+    journal = Journal(StateStore(dapr), RunKeys(dapr))
+    key = call_key("agent-1", "agent-1")
+    db = sqlite3.connect(stack.app_dir / "swarmd-state.db", timeout=30, isolation_level=None)
+    async with httpx.AsyncClient(base_url=stack.model_server_url, timeout=30) as ms:
+
+        async def make() -> dict[str, Any]:
+            body = {
+                "model": "mock-a",
+                "user": run_id,
+                "messages": [{"role": "user", "content": f"The one call of {run_id}"}],
+            }
+            r = await ms.post("/v1/chat/completions", json=body)
+            r.raise_for_status()
+            db.execute("BEGIN EXCLUSIVE")  # the model answered; now no writer gets in
+            return {"content": r.json()["choices"][0]["message"]["content"]}
+
+        async def paid_twice() -> dict[str, Any]:
+            raise AssertionError("the retry called the model again")
+
+        try:
+            with pytest.raises(JournalUnavailable):
+                await journal.once(run_id, key, {"call": 1}, make)
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            db.close()
+        again = await journal.once(run_id, key, {"call": 1}, paid_twice)
+    await dapr.close()
+    assert len([c for c in calls() if c["status"] == 200]) == 1
+    entry = state(stack, entry_key(run_id, key))
+    assert isinstance(entry, dict) and entry["result"] == again, entry
 
 
 async def test_a_write_batch_over_one_transaction_is_stored_whole_with_its_ttl(
