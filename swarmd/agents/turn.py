@@ -455,13 +455,16 @@ def _build(t: Turns) -> tuple[AnswerFn, dict[str, Activity]]:
         lkey = key(user, "lease")
         while True:
             await asyncio.sleep(lease_s / 3)
-            e = (await state.get_many([lkey]))[lkey]
-            lease = Lease.of(e.value)
-            if lease.owner != held.owner:
-                return
-            longer = lease.taken(held.owner, lease_s)
-            if await state.transact([Op(lkey, longer.dump(), etag=e.etag)]):
-                held.lease, held.etag = longer, None  # the commit re-reads for the ETag
+            try:
+                e = (await state.get_many([lkey]))[lkey]
+                lease = Lease.of(e.value)
+                if lease.owner != held.owner:
+                    return
+                longer = lease.taken(held.owner, lease_s)
+                if await state.transact([Op(lkey, longer.dump(), etag=e.etag)]):
+                    held.lease, held.etag = longer, None  # the commit re-reads for the ETag
+            except DependencyUnavailable:  # the store is away: try again a third later
+                continue
 
     async def answer(
         ctx: WorkflowActivityContext, user: str, done: int, held: Held | None = None
@@ -525,13 +528,15 @@ def _build(t: Turns) -> tuple[AnswerFn, dict[str, Activity]]:
         journal = CallJournal(
             state, k.journal, (snap[k.journal].value or {}).get("calls") or {}, answers
         )
+        # kept alive until the turn is stored: while the end waits out a store outage
+        # with the answer in hand, nobody else may take the turn and pay for it again
         keeper = asyncio.create_task(keepalive(user, held)) if held is not None else None
         try:
             out = await run_agent(ctx, inp, seq, journal)
+            ended = await stored(user, seq, out, snap, msg, held)
         finally:
             if keeper is not None:
                 keeper.cancel()
-        ended = await stored(user, seq, out, snap, msg, held)
         answers.forget(k.journal)
         if ended is None:
             return result("skip").model_copy(update={"lost": held is not None})
