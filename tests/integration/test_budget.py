@@ -39,7 +39,7 @@ def test_budget_smaller_than_the_run_needs_stops_it_and_keeps_completed_outputs(
 ) -> None:
     user = f"budget-user-{uuid.uuid4().hex[:8]}"
     # the same run without a budget: what it costs, step by step (deterministic model)
-    full_calls = calls_since()
+    full_calls = calls_since(user=user)
     full = wait_run(api, _start(api, None, user))
     assert full["status"] == "completed" and full["stop_reason"] is None, full
     agents_full = {a["agent"]: a for a in full["output"]["agent_results"]}
@@ -53,7 +53,7 @@ def test_budget_smaller_than_the_run_needs_stops_it_and_keeps_completed_outputs(
     assert budget < total
     stops_before = metric(api, "swarmd_budget_stops_total", swarm="budgeted", reason="token_budget")
 
-    calls = calls_since()
+    calls = calls_since(user=user)
     view = wait_run(api, _start(api, budget, user))
 
     # a clear status: the run completed, stopped early by its budget
