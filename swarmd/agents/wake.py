@@ -64,8 +64,6 @@ class Waker:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._retry())
 
-    __call__ = wake
-
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()

@@ -166,7 +166,7 @@ class _Worker:
             self.waker = Waker(client, WAKE_EVENT)
             self.services.waker = self.waker
             if s.user_agent_version == "v3":
-                self.fast_path = self._fast_path(client, deps, config)
+                self.fast_path = self._fast_path(self.waker, deps, config)
                 self.services.fast_path = self.fast_path
             self.services.users = users
             self.services.workflows = client
@@ -178,7 +178,7 @@ class _Worker:
 
     def _fast_path(
         self,
-        client: DaprWorkflowClient,
+        waker: Waker,
         deps: ToolDeps,
         config: tuple[Baseline, dict[str, Template]],
     ) -> FastPath:
@@ -187,9 +187,8 @@ class _Worker:
         s = self.settings
         llm = llm_client(s)
 
-        assert self.waker is not None
         turns = fast_path_turns(s, llm, deps, StateStore(self.dapr), config, self.obs, self.answers)
-        return FastPath(turns, self.waker.wake, s.user_agent_linger_s)
+        return FastPath(turns, waker.wake, s.user_agent_linger_s)
 
     async def _start_locks(self) -> None:
         """Register this process as a lock owner (heartbeat) before it can take a lock."""

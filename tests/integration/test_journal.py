@@ -52,6 +52,14 @@ def state(stack: Stack, key: str) -> Any:
     return r.json() if r.status_code == 200 and r.content else None
 
 
+async def ask_model(ms: httpx.AsyncClient, user: str, text: str) -> dict[str, Any]:
+    """One call straight to the model server, tagged with ``user`` in its log."""
+    body = {"model": "mock-a", "user": user, "messages": [{"role": "user", "content": text}]}
+    r = await ms.post("/v1/chat/completions", json=body)
+    r.raise_for_status()
+    return {"content": r.json()["choices"][0]["message"]["content"]}
+
+
 def essence(view: dict[str, Any]) -> Any:
     out = view["output"]
     return out["answer"], [(a["agent"], a["content"]) for a in out["agent_results"]]
@@ -152,14 +160,7 @@ async def test_one_activity_executed_twice_pays_each_call_once(
 
         def calling(i: int) -> Any:
             async def make() -> dict[str, Any]:
-                body = {
-                    "model": "mock-a",
-                    "user": run_id,
-                    "messages": [{"role": "user", "content": f"Subtask {i} of {run_id}"}],
-                }
-                r = await ms.post("/v1/chat/completions", json=body)
-                r.raise_for_status()
-                return {"content": r.json()["choices"][0]["message"]["content"]}
+                return await ask_model(ms, run_id, f"Subtask {i} of {run_id}")
 
             return make
 
@@ -202,15 +203,9 @@ async def test_an_answer_whose_journal_write_failed_is_written_by_the_retry(
     async with httpx.AsyncClient(base_url=stack.model_server_url, timeout=30) as ms:
 
         async def make() -> dict[str, Any]:
-            body = {
-                "model": "mock-a",
-                "user": run_id,
-                "messages": [{"role": "user", "content": f"The one call of {run_id}"}],
-            }
-            r = await ms.post("/v1/chat/completions", json=body)
-            r.raise_for_status()
+            answer = await ask_model(ms, run_id, f"The one call of {run_id}")
             db.execute("BEGIN EXCLUSIVE")  # the model answered; now no writer gets in
-            return {"content": r.json()["choices"][0]["message"]["content"]}
+            return answer
 
         async def paid_twice() -> dict[str, Any]:
             raise AssertionError("the retry called the model again")

@@ -53,6 +53,16 @@ def reply(api: httpx.Client, user: str, mid: str, timeout_s: float = 120) -> dic
     return msg
 
 
+def wait_idle(api: httpx.Client, user: str) -> dict[str, Any]:
+    """The agent's view once its workflow waits idle (nothing to answer)."""
+    view: dict[str, Any] = wait_until(
+        lambda: (v := api.get(f"/v1/agents/{user}").json())["workflow"]["phase"] == "idle" and v,
+        timeout_s=60,
+        what="the agent to wait idle",
+    )
+    return view
+
+
 def state_key(stack: Stack, key: str) -> Any:
     r = httpx.get(f"{stack.dapr_url}/v1.0/state/statestore/{quote(key, safe='')}", timeout=10)
     assert r.status_code in (200, 204), r.text
@@ -76,11 +86,7 @@ def test_provisioning_is_idempotent(api: httpx.Client) -> None:
     assert again.status_code == 200 and again.json()["created"] is False
     other = api.post("/v1/agents", json={"user_id": user, "template": "engineer"})
     assert other.status_code == 409 and other.json()["error"]["field"] == "template"
-    view = wait_until(
-        lambda: (v := api.get(f"/v1/agents/{user}").json())["workflow"]["phase"] == "idle" and v,
-        timeout_s=60,
-        what="the agent to wait idle",
-    )
+    view = wait_idle(api, user)
     assert view["workflow"]["instance_id"] == f"user-agent-{user}"
     assert view["workflow"]["status"] == "running"
     bad = api.post("/v1/agents", json={"user_id": "no|pipes", "template": "analyst"})
@@ -397,11 +403,7 @@ def test_a_wake_the_sidecar_refused_is_delivered_once_it_is_back(
     stack = healthy_stack
     user = uid("wake")
     provision(api, user)
-    wait_until(
-        lambda: api.get(f"/v1/agents/{user}").json()["workflow"]["phase"] == "idle",
-        timeout_s=60,
-        what="the agent to wait idle",
-    )
+    wait_idle(api, user)
 
     async def scenario() -> None:
         client = DaprWorkflowClient(host="127.0.0.1", port=str(stack.ports.dapr_grpc))
