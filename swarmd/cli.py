@@ -25,7 +25,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = Settings()
     setup_logging(settings.log_format, settings.log_level)
+    from swarmd.malloc import fix_mmap_threshold
     from swarmd.telemetry import setup_tracing
+
+    fix_mmap_threshold(settings.malloc_mmap_threshold)
 
     provider = setup_tracing(
         otlp_endpoint=settings.otlp_endpoint,
